@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"sync"
+
+	"github.com/docket/docket/internal/job"
+)
+
+// Event is one change of a job, published after the store committed it.
+type Event struct {
+	JobID   string
+	Queue   string
+	Owner   string
+	Version int64
+	State   job.State
+	// Progress as stored with this version.
+	Progress job.Progress
+	// Deleted is set when the job was removed; Job is then its last state.
+	Deleted bool
+	// Job is the job as of this event. Subscribers must not modify it.
+	Job *job.Job
+}
+
+// EventOf builds the event announcing j.
+func EventOf(j *job.Job) Event {
+	return Event{JobID: j.ID, Queue: j.Queue, Owner: j.Owner, Version: j.Version, State: j.State, Progress: j.Progress, Job: j}
+}
+
+// Hub fans events out to subscribers in this process. Publishing never
+// blocks: a subscriber that falls behind loses its oldest undelivered events,
+// never the newest, so it always ends up seeing a job's latest state (and a
+// terminal event is always the last one it receives for that job).
+type Hub struct {
+	mu    sync.RWMutex
+	byJob map[string]map[*Subscription]struct{}
+	all   map[*Subscription]struct{}
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub {
+	return &Hub{byJob: map[string]map[*Subscription]struct{}{}, all: map[*Subscription]struct{}{}}
+}
+
+// Subscription receives events on C until Close.
+type Subscription struct {
+	c      chan Event
+	mu     sync.Mutex // serialises the drop-oldest-then-send of publishers
+	hub    *Hub
+	jobID  string
+	filter func(Event) bool
+	once   sync.Once
+}
+
+// C delivers the events.
+func (s *Subscription) C() <-chan Event { return s.c }
+
+// Close stops delivery. It does not close C.
+func (s *Subscription) Close() {
+	s.once.Do(func() {
+		h := s.hub
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if s.jobID == "" {
+			delete(h.all, s)
+			return
+		}
+		subs := h.byJob[s.jobID]
+		delete(subs, s)
+		if len(subs) == 0 {
+			delete(h.byJob, s.jobID)
+		}
+	})
+}
+
+func (s *Subscription) deliver(e Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		select {
+		case s.c <- e:
+			return
+		default:
+		}
+		select {
+		case <-s.c: // drop the oldest to make room
+		default:
+		}
+	}
+}
+
+const subBuffer = 64
+
+// SubscribeJob receives the events of one job.
+func (h *Hub) SubscribeJob(id string) *Subscription {
+	s := &Subscription{c: make(chan Event, subBuffer), hub: h, jobID: id}
+	h.mu.Lock()
+	subs := h.byJob[id]
+	if subs == nil {
+		subs = map[*Subscription]struct{}{}
+		h.byJob[id] = subs
+	}
+	subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Subscribe receives every event for which filter (if not nil) is true.
+func (h *Hub) Subscribe(filter func(Event) bool) *Subscription {
+	s := &Subscription{c: make(chan Event, subBuffer), hub: h, filter: filter}
+	h.mu.Lock()
+	h.all[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Publish delivers e to the matching subscribers.
+func (h *Hub) Publish(e Event) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.byJob[e.JobID] {
+		s.deliver(e)
+	}
+	for s := range h.all {
+		if s.filter == nil || s.filter(e) {
+			s.deliver(e)
+		}
+	}
+}

@@ -1,0 +1,343 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/docket/docket/internal/job"
+	"github.com/docket/docket/internal/store"
+)
+
+// Task is a running job as its handler sees it. Its methods are safe for
+// concurrent use by the handler's goroutines.
+type Task struct {
+	r       *runner
+	job     *job.Job // as claimed; never modified
+	timeout time.Duration
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+
+	mu        sync.Mutex
+	pending   *job.Progress // latest report not yet stored
+	flushing  bool          // a flush is scheduled or running
+	lastFlush time.Time
+	flushed   chan struct{} // closed when no flush is scheduled or running
+	timer     *time.Timer   // the scheduled flush, if it has not started
+	closed    bool
+	result    *store.Data
+	artifacts []store.Data
+	temps     []string
+}
+
+// Permanent wraps err so that the job fails at once, without retry.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ error }
+
+func (p permanentError) Unwrap() error { return p.error }
+
+// ID returns the job's id.
+func (t *Task) ID() string { return t.job.ID }
+
+// Queue returns the job's queue.
+func (t *Task) Queue() string { return t.job.Queue }
+
+// Attempt returns the attempt number, from 1.
+func (t *Task) Attempt() int { return t.job.Attempt }
+
+// Job returns the job as it was claimed. It must not be modified.
+func (t *Task) Job() *job.Job { return t.job }
+
+// InputName is the input's original file name, if it had one.
+func (t *Task) InputName() string { return t.job.Input.Name }
+
+// OpenInput reads the job's input.
+func (t *Task) OpenInput(ctx context.Context) (io.ReadCloser, error) {
+	return t.r.e.store.OpenInput(ctx, t.job.ID)
+}
+
+// Progress reports progress. Calls are cheap: at most one report per
+// ProgressEvery reaches the store and the hub, the latest one wins, and the
+// last is always stored with the job's final state.
+func (t *Task) Progress(current, total int64, message string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.pending = &job.Progress{Current: current, Total: total, Message: message}
+	if t.flushing {
+		return
+	}
+	t.flushing = true
+	t.flushed = make(chan struct{})
+	delay := time.Until(t.lastFlush.Add(t.r.e.opts.ProgressEvery))
+	if delay <= 0 {
+		go t.flush()
+		return
+	}
+	t.timer = time.AfterFunc(delay, t.flush)
+}
+
+func (t *Task) flush() {
+	t.mu.Lock()
+	t.timer = nil
+	p := t.pending
+	t.pending = nil
+	t.mu.Unlock()
+	if p != nil {
+		j, err := t.r.e.store.Progress(t.ctx, t.job.ID, t.job.LeaseToken, *p)
+		switch {
+		case err == nil:
+			t.r.e.publish(j)
+		case errors.Is(err, store.ErrLeaseLost), errors.Is(err, store.ErrNotFound):
+			t.cancel(errLeaseLost)
+		case t.ctx.Err() == nil:
+			t.r.e.log.Warn("store progress", "job", t.job.ID, "err", err)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lastFlush = time.Now()
+	if t.pending != nil && !t.closed {
+		t.timer = time.AfterFunc(t.r.e.opts.ProgressEvery, t.flush)
+		return
+	}
+	t.flushing = false
+	close(t.flushed)
+}
+
+// closeProgress stops reporting, waits for a flush in flight, and returns
+// the report not stored yet, if any.
+func (t *Task) closeProgress() *job.Progress {
+	t.mu.Lock()
+	t.closed = true
+	if t.flushing && t.timer != nil && t.timer.Stop() {
+		// The scheduled flush will not run: its report goes with the
+		// final state instead, without waiting for the timer.
+		t.timer = nil
+		t.flushing = false
+		close(t.flushed)
+	}
+	flushing, flushed := t.flushing, t.flushed
+	t.mu.Unlock()
+	if flushing {
+		<-flushed
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pending
+	t.pending = nil
+	return p
+}
+
+// SetResult sets the result to b.
+func (t *Task) SetResult(contentType string, b []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.result = &store.Data{Blob: job.Blob{ContentType: contentType, Size: int64(len(b))}, Bytes: b}
+}
+
+// SetResultFile sets the result to the file at path, which the task takes
+// over (it may be renamed into the store).
+func (t *Task) SetResultFile(contentType, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("result file: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.temps = append(t.temps, path)
+	t.result = &store.Data{Blob: job.Blob{ContentType: contentType, Size: st.Size()}, Path: path}
+	return nil
+}
+
+// AddArtifact stores an artifact read from r, spooled to a file so that it
+// is never held whole in memory.
+func (t *Task) AddArtifact(name, contentType string, r io.Reader) error {
+	if err := store.CheckName(name); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(t.r.e.opts.TempDir, "artifact-*")
+	if err != nil {
+		return fmt.Errorf("artifact %s: %w", name, err)
+	}
+	_, err = io.Copy(f, r)
+	if err = errors.Join(err, f.Close()); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("artifact %s: %w", name, err)
+	}
+	return t.AddArtifactFile(name, contentType, f.Name())
+}
+
+// AddArtifactFile stores the file at path as an artifact; the task takes
+// the file over.
+func (t *Task) AddArtifactFile(name, contentType, path string) error {
+	if err := store.CheckName(name); err != nil {
+		return err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("artifact %s: %w", name, err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.temps = append(t.temps, path)
+	for i, a := range t.artifacts {
+		if a.Name == name {
+			t.artifacts = append(t.artifacts[:i], t.artifacts[i+1:]...)
+			break
+		}
+	}
+	t.artifacts = append(t.artifacts, store.Data{Blob: job.Blob{Name: name, ContentType: contentType, Size: st.Size()}, Path: path})
+	return nil
+}
+
+// start runs a claimed job on a new goroutine, owned by the engine's
+// jobs wait group.
+func (r *runner) start(j *job.Job) {
+	r.mu.Lock()
+	r.active++
+	r.mu.Unlock()
+	r.e.jobsWG.Add(1)
+	r.e.publish(j)
+	go func() {
+		defer func() {
+			r.mu.Lock()
+			r.active--
+			r.mu.Unlock()
+			signal(r.freedC)
+			r.e.jobsWG.Done()
+		}()
+		r.run(j)
+	}()
+}
+
+func (r *runner) run(j *job.Job) {
+	e := r.e
+	ctx, cancel := context.WithCancelCause(e.work)
+	defer cancel(nil)
+	timeout := j.Timeout
+	if timeout == 0 {
+		timeout = r.q.Timeout
+	}
+	if timeout > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, timeout, errTimeout)
+		defer stop()
+	}
+	t := &Task{r: r, job: j, ctx: ctx, cancel: cancel, timeout: timeout}
+	e.running.Store(j.ID, t)
+	defer e.running.Delete(j.ID)
+
+	hbDone := make(chan struct{})
+	hbStop := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		t.heartbeat(hbStop)
+	}()
+
+	err := t.call()
+
+	close(hbStop)
+	<-hbDone
+	final := t.closeProgress()
+	r.finish(t, err, final)
+}
+
+func (t *Task) call() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return t.r.q.Handler.Run(t.ctx, t)
+}
+
+func (t *Task) heartbeat(stop <-chan struct{}) {
+	e := t.r.e
+	tick := time.NewTicker(e.opts.Lease / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.ctx.Done():
+			return
+		case <-tick.C:
+			_, err := e.store.Heartbeat(t.ctx, t.job.ID, t.job.LeaseToken, e.opts.Lease)
+			if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrNotFound) {
+				// Canceled, deleted or rescued elsewhere: stop working on it.
+				t.cancel(errLeaseLost)
+				return
+			}
+			if err != nil && t.ctx.Err() == nil {
+				e.log.Warn("heartbeat", "job", t.job.ID, "err", err)
+			}
+		}
+	}
+}
+
+// finish records the outcome. The final state is stored before its event
+// is published.
+func (r *runner) finish(t *Task, err error, final *job.Progress) {
+	e := r.e
+	defer func() {
+		for _, p := range t.temps {
+			os.Remove(p) // gone already when the store took it over
+		}
+	}()
+	cause := context.Cause(t.ctx)
+	switch {
+	case errors.Is(cause, errCanceled), errors.Is(cause, errDeleted), errors.Is(cause, errLeaseLost):
+		// The job is no longer ours; whoever took it recorded its state.
+		return
+	}
+	// Store writes must outlive the handler's context.
+	ctx := context.WithoutCancel(t.ctx)
+	var j *job.Job
+	var serr error
+	if err == nil && t.ctx.Err() == nil {
+		o := store.Outcome{Result: t.result, Artifacts: t.artifacts, Progress: final, Retention: r.q.Retention}
+		j, serr = e.store.Complete(ctx, t.job.ID, t.job.LeaseToken, o)
+	} else {
+		f := store.Failure{Progress: final, Retention: r.q.Retention, Retryable: true}
+		var perm permanentError
+		switch {
+		case errors.Is(cause, errTimeout):
+			f.Error = job.Error{Message: fmt.Sprintf("deadline exceeded: the attempt ran longer than its timeout of %s", t.timeout), Code: job.CodeTimeout}
+		case e.work.Err() != nil:
+			f.Error = job.Error{Message: "interrupted by shutdown", Code: job.CodeShutdown}
+			f.Backoff = 0
+		case errors.As(err, &perm):
+			f.Error = job.Error{Message: err.Error(), Code: job.CodeHandler}
+			f.Retryable = false
+		default:
+			if err == nil {
+				err = context.Cause(t.ctx)
+			}
+			f.Error = job.Error{Message: err.Error(), Code: job.CodeHandler}
+		}
+		if f.Error.Code != job.CodeShutdown {
+			f.Backoff = e.backoff(t.job.Attempt)
+		}
+		j, serr = e.store.Fail(ctx, t.job.ID, t.job.LeaseToken, f)
+	}
+	if serr != nil {
+		if !errors.Is(serr, store.ErrLeaseLost) && !errors.Is(serr, store.ErrNotFound) {
+			e.log.Error("record job outcome", "job", t.job.ID, "err", serr)
+		}
+		return
+	}
+	e.publish(j)
+	if j.State == job.Queued {
+		// A retry: wake up when it is due.
+		r.wake()
+	}
+}

@@ -1,0 +1,175 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// SQLite lets one connection write at a time, so the store funnels every
+// write through one goroutine that owns the write connection. It takes all
+// the operations waiting when it becomes free and runs them in one
+// transaction (group commit): one WAL commit then serves many callers, which
+// is what makes single inserts from many goroutines fast while each one is
+// still durable before it returns. Each operation runs under a savepoint, so
+// one that fails leaves the others of its batch unaffected.
+
+const maxBatch = 512
+
+type op struct {
+	fn    func(*wtx) error
+	after func() // run once the transaction committed, if fn succeeded
+	done  chan error
+}
+
+// wtx is an open write transaction with prepared-statement reuse.
+type wtx struct {
+	ctx   context.Context
+	conn  *sql.Conn
+	stmts map[string]*sql.Stmt
+}
+
+func (w *wtx) stmt(query string) (*sql.Stmt, error) {
+	if s, ok := w.stmts[query]; ok {
+		return s, nil
+	}
+	s, err := w.conn.PrepareContext(w.ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %q: %w", query, err)
+	}
+	w.stmts[query] = s
+	return s, nil
+}
+
+func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
+	s, err := w.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(w.ctx, args...)
+}
+
+func (w *wtx) query(query string, args ...any) (*sql.Rows, error) {
+	s, err := w.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(w.ctx, args...)
+}
+
+func (w *wtx) queryRow(query string, args ...any) *sql.Row {
+	s, err := w.stmt(query)
+	if err != nil {
+		// Surface the prepare error through Scan.
+		return w.conn.QueryRowContext(w.ctx, query, args...)
+	}
+	return s.QueryRowContext(w.ctx, args...)
+}
+
+// write runs fn in the writer's next transaction and waits for its commit.
+func (s *Store) write(ctx context.Context, fn func(*wtx) error, after func()) error {
+	o := &op{fn: fn, after: after, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued the operation will run; wait for it so that the caller
+	// never reports failure for a change that was in fact committed.
+	return <-o.done
+}
+
+func (s *Store) writer(conn *sql.Conn) {
+	defer close(s.writerDone)
+	w := &wtx{ctx: context.Background(), conn: conn, stmts: map[string]*sql.Stmt{}}
+	defer func() {
+		for _, st := range w.stmts {
+			st.Close()
+		}
+		conn.Close()
+	}()
+	batch := make([]*op, 0, maxBatch)
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.quit:
+			// Finish what was queued before the close.
+			for {
+				select {
+				case o := <-s.ops:
+					s.runBatch(w, []*op{o})
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		s.runBatch(w, batch)
+	}
+}
+
+func (s *Store) runBatch(w *wtx, batch []*op) {
+	errs := make([]error, len(batch))
+	fail := func(err error) {
+		for _, o := range batch {
+			o.done <- err
+		}
+	}
+	if _, err := w.exec("BEGIN IMMEDIATE"); err != nil {
+		fail(fmt.Errorf("sqlite: begin: %w", err))
+		return
+	}
+	single := len(batch) == 1
+	for i, o := range batch {
+		if single {
+			// The transaction itself is the savepoint.
+			errs[i] = o.fn(w)
+			continue
+		}
+		if _, err := w.exec("SAVEPOINT op"); err != nil {
+			errs[i] = err
+			continue
+		}
+		errs[i] = o.fn(w)
+		if errs[i] != nil {
+			if _, err := w.exec("ROLLBACK TO op"); err != nil {
+				w.exec("ROLLBACK")
+				fail(fmt.Errorf("sqlite: rollback to savepoint: %w", err))
+				return
+			}
+		}
+		if _, err := w.exec("RELEASE op"); err != nil {
+			w.exec("ROLLBACK")
+			fail(fmt.Errorf("sqlite: release savepoint: %w", err))
+			return
+		}
+	}
+	if single && errs[0] != nil {
+		w.exec("ROLLBACK")
+		batch[0].done <- errs[0]
+		return
+	}
+	if _, err := w.exec("COMMIT"); err != nil {
+		w.exec("ROLLBACK")
+		fail(fmt.Errorf("sqlite: commit: %w", err))
+		return
+	}
+	for i, o := range batch {
+		if errs[i] == nil && o.after != nil {
+			o.after()
+		}
+		o.done <- errs[i]
+	}
+}

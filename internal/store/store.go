@@ -1,0 +1,212 @@
+// Package store defines the persistence contract of docket. Every backend
+// (sqlite, postgres) implements Store and must pass the conformance suite in
+// package storetest; the engine and the API know nothing else about storage.
+//
+// Every method that changes a job does so in one atomic operation of the
+// backend and returns the job as it now is, so that the caller can publish the
+// change with its new version.
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/docket/docket/internal/job"
+)
+
+// Errors every backend returns (wrapped) for the same conditions.
+var (
+	// ErrNotFound: no such job (or artifact).
+	ErrNotFound = errors.New("not found")
+	// ErrLeaseLost: the caller no longer holds the job's lease: it was
+	// canceled, deleted, rescued or claimed again.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrState: the job's state does not allow the operation.
+	ErrState = job.ErrTransition
+	// ErrQueueFull: admission refused, the queue has max_queued jobs waiting.
+	ErrQueueFull = errors.New("queue full")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// Data is bytes to store: exactly one of Bytes or Path is used. A Path names
+// a file the store takes over (it may rename it); the caller must not use the
+// file after handing it over, whether the call succeeds or not.
+type Data struct {
+	job.Blob
+	Bytes []byte
+	Path  string
+}
+
+// Open returns a reader of the data.
+func (d Data) Open() (io.ReadCloser, error) {
+	if d.Path != "" {
+		return os.Open(d.Path)
+	}
+	return io.NopCloser(bytes.NewReader(d.Bytes)), nil
+}
+
+// ErrName is wrapped by CheckName's refusals.
+var ErrName = errors.New("invalid artifact name")
+
+// CheckName validates an artifact name: 1 to 255 characters of letters,
+// digits, '.', '_' and '-', not starting with '.', so that a name can never
+// escape the job's folder or hide a file.
+func CheckName(name string) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("%w: length %d", ErrName, len(name))
+	}
+	if name[0] == '.' {
+		return fmt.Errorf("%w: %q starts with a dot", ErrName, name)
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+		if !ok {
+			return fmt.Errorf("%w: %q has %q", ErrName, name, r)
+		}
+	}
+	return nil
+}
+
+// NewJob is what Insert needs to create a job.
+type NewJob struct {
+	ID             string // optional; a UUIDv7 is made when empty
+	Queue          string
+	Owner          string
+	Input          Data
+	InputDigest    string // hex SHA-256 of the input bytes; required when Unique
+	Unique         bool
+	MaxAttempts    int
+	Priority       int
+	RunAt          time.Time // zero: now
+	Timeout        time.Duration
+	IdempotencyKey string
+	Labels         map[string]string
+	// MaxQueued, when > 0, refuses the insert with ErrQueueFull if the queue
+	// already holds that many queued jobs.
+	MaxQueued int
+}
+
+// Inserted is the outcome of one NewJob.
+type Inserted struct {
+	Job *job.Job
+	// Existing is true when no job was created because the idempotency key
+	// or the unique digest matched an existing job, which Job then is.
+	Existing bool
+	// Err is set when this one job was refused (ErrQueueFull); the others
+	// of the batch are unaffected.
+	Err error
+}
+
+// Claim asks for up to Limit runnable jobs of Queue.
+type Claim struct {
+	Queue  string
+	Limit  int
+	Worker string
+	Lease  time.Duration
+}
+
+// Outcome is how a running job ends.
+type Outcome struct {
+	// Result, for a success; nil means no result body.
+	Result *Data
+	// Artifacts, for a success: named files to keep with the job.
+	Artifacts []Data
+	// Progress, if set, is stored with the final state (the last coalesced
+	// report of the handler).
+	Progress *job.Progress
+	// Retention: finished jobs expire after it.
+	Retention time.Duration
+}
+
+// Failure is a failed attempt.
+type Failure struct {
+	Error     job.Error
+	Retryable bool          // false: fail now whatever the attempts left
+	Backoff   time.Duration // delay before the next attempt if any
+	Progress  *job.Progress
+	Retention time.Duration
+}
+
+// Filter selects jobs for List. Zero fields match everything.
+type Filter struct {
+	Owner  string
+	Queue  string
+	States []job.State
+	Labels map[string]string // all must match
+	// After is the cursor of the previous page (the last job's id); List
+	// returns jobs older than it, newest first.
+	After string
+	Limit int // default 50, at most 1000
+}
+
+// Page is one page of List.
+type Page struct {
+	Jobs []*job.Job
+	// Next is the cursor for the following page, empty on the last one.
+	Next string
+}
+
+// QueueCount is the number of jobs of one queue in each state.
+type QueueCount struct {
+	Queue  string
+	Counts map[job.State]int64
+}
+
+// Store is the persistence contract. Methods are safe for concurrent use.
+type Store interface {
+	// Insert creates jobs, atomically each. Results come in input order.
+	Insert(ctx context.Context, jobs []NewJob) ([]Inserted, error)
+	// Get returns a job; a queued one has Position set.
+	Get(ctx context.Context, id string) (*job.Job, error)
+	// List returns jobs newest first.
+	List(ctx context.Context, f Filter) (Page, error)
+	// Claim moves up to c.Limit runnable jobs of the queue to running, in
+	// order of priority (higher first), run_at, then age, each under a new
+	// lease token. No job is ever handed to two claimers.
+	Claim(ctx context.Context, c Claim) ([]*job.Job, error)
+	// Heartbeat extends the lease of a running job.
+	Heartbeat(ctx context.Context, id, token string, lease time.Duration) (*job.Job, error)
+	// Progress records progress of a running job held under token.
+	Progress(ctx context.Context, id, token string, p job.Progress) (*job.Job, error)
+	// Complete records success with result and artifacts. The data is
+	// written before the state changes: a succeeded job always has its result.
+	Complete(ctx context.Context, id, token string, o Outcome) (*job.Job, error)
+	// Fail records a failed attempt (requeue with backoff, or failed).
+	Fail(ctx context.Context, id, token string, f Failure) (*job.Job, error)
+	// Cancel ends a queued or running job; a running job's lease is revoked.
+	Cancel(ctx context.Context, id string, retention time.Duration) (*job.Job, error)
+	// Retry requeues a failed or canceled job with fresh attempts.
+	Retry(ctx context.Context, id string) (*job.Job, error)
+	// Delete removes a job in any state with its input, result and artifacts.
+	// It returns the job as it was.
+	Delete(ctx context.Context, id string) (*job.Job, error)
+	// Rescue requeues (or fails, after the last attempt) running jobs whose
+	// lease expired before now. backoff gives the delay for an attempt number.
+	Rescue(ctx context.Context, now time.Time, backoff func(attempt int) time.Duration, retention func(queue string) time.Duration) ([]*job.Job, error)
+	// Purge deletes up to limit finished jobs that expired before now, with
+	// their data, and returns how many went.
+	Purge(ctx context.Context, now time.Time, limit int) (int, error)
+	// QueueCounts counts jobs per queue and state.
+	QueueCounts(ctx context.Context) ([]QueueCount, error)
+	// NextRunAt returns the earliest run_at of a queued job of the queue, or
+	// the zero time when there is none.
+	NextRunAt(ctx context.Context, queue string) (time.Time, error)
+
+	// OpenInput reads a job's input.
+	OpenInput(ctx context.Context, id string) (io.ReadCloser, error)
+	// OpenResult reads a succeeded job's result.
+	OpenResult(ctx context.Context, id string) (job.Blob, io.ReadCloser, error)
+	// Artifacts lists a job's artifacts by name.
+	Artifacts(ctx context.Context, id string) ([]job.Blob, error)
+	// OpenArtifact reads one artifact.
+	OpenArtifact(ctx context.Context, id, name string) (job.Blob, io.ReadCloser, error)
+
+	// Close releases the store; pending writes are finished first.
+	Close() error
+}
