@@ -5,6 +5,14 @@
 // Every method that changes a job does so in one atomic operation of the
 // backend and returns the job as it now is, so that the caller can publish the
 // change with its new version.
+//
+// Points of the contract the conformance suite pins down:
+//   - the version grows with every visible change; a heartbeat only moves the
+//     lease and leaves it as it is;
+//   - sizes of stored data are measured by the store, not taken from Data.Size;
+//   - an idempotency key is unique per owner across all queues, and a match on
+//     it or on a unique digest wins over ErrQueueFull;
+//   - Complete refuses artifact names that CheckName refuses (ErrName).
 package store
 
 import (
