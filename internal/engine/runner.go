@@ -108,6 +108,7 @@ func (r *runner) loop(ctx context.Context) {
 				return
 			case <-r.freedC:
 			}
+			r.gather(ctx)
 			continue
 		}
 		if !timer.Stop() {
@@ -125,6 +126,37 @@ func (r *runner) loop(ctx context.Context) {
 		}
 	}
 }
+
+// gather waits a moment, after a slot of a saturated pool freed, for more
+// slots to free, so that one claim fills many: completions are committed in
+// batches, and claiming one job per freed slot would cost a store round trip
+// per job. The wait ends as soon as half the pool is free, and never lasts
+// more than gatherWait, which is little next to a job's own run time.
+func (r *runner) gather(ctx context.Context) {
+	want := max(1, r.q.Concurrency/2)
+	deadline := time.Now().Add(gatherWait)
+	for {
+		r.mu.Lock()
+		free := r.q.Concurrency - r.active
+		r.mu.Unlock()
+		left := time.Until(deadline)
+		if free >= want || left <= 0 {
+			return
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-r.freedC:
+			t.Stop()
+		case <-t.C:
+			return
+		}
+	}
+}
+
+const gatherWait = 500 * time.Microsecond
 
 var (
 	errCanceled  = errors.New("job canceled")

@@ -24,6 +24,7 @@ type Task struct {
 	cancel  context.CancelCauseFunc
 
 	mu        sync.Mutex
+	known     *job.Job      // latest stored version of the job we wrote
 	pending   *job.Progress // latest report not yet stored
 	flushing  bool          // a flush is scheduled or running
 	lastFlush time.Time
@@ -95,6 +96,9 @@ func (t *Task) flush() {
 		j, err := t.r.e.store.Progress(t.ctx, t.job.ID, t.job.LeaseToken, *p)
 		switch {
 		case err == nil:
+			t.mu.Lock()
+			t.known = j
+			t.mu.Unlock()
 			t.r.e.publish(j)
 		case errors.Is(err, store.ErrLeaseLost), errors.Is(err, store.ErrNotFound):
 			t.cancel(errLeaseLost)
@@ -145,17 +149,59 @@ func (t *Task) SetResult(contentType string, b []byte) {
 }
 
 // SetResultFile sets the result to the file at path, which the task takes
-// over (it may be renamed into the store).
+// over: it is moved away at once, so the caller may remove its folder.
 func (t *Task) SetResultFile(contentType, path string) error {
-	st, err := os.Stat(path)
+	path, size, err := t.adopt(path)
 	if err != nil {
 		return fmt.Errorf("result file: %w", err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.temps = append(t.temps, path)
-	t.result = &store.Data{Blob: job.Blob{ContentType: contentType, Size: st.Size()}, Path: path}
+	t.result = &store.Data{Blob: job.Blob{ContentType: contentType, Size: size}, Path: path}
 	return nil
+}
+
+// adopt moves a file handed over by the handler into the engine's temporary
+// folder (a rename on the same file system) and tracks it for removal.
+func (t *Task) adopt(path string) (string, int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return "", 0, fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.CreateTemp(t.r.e.opts.TempDir, "file-*")
+	if err != nil {
+		return "", 0, err
+	}
+	dst := f.Name()
+	f.Close()
+	if err := os.Rename(path, dst); err != nil {
+		if err := copyFile(dst, path); err != nil {
+			os.Remove(dst)
+			return "", 0, err
+		}
+		os.Remove(path)
+	}
+	t.mu.Lock()
+	t.temps = append(t.temps, dst)
+	t.mu.Unlock()
+	return dst, st.Size(), nil
+}
+
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	return errors.Join(err, out.Close())
 }
 
 // AddArtifact stores an artifact read from r, spooled to a file so that it
@@ -173,22 +219,32 @@ func (t *Task) AddArtifact(name, contentType string, r io.Reader) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("artifact %s: %w", name, err)
 	}
-	return t.AddArtifactFile(name, contentType, f.Name())
+	t.mu.Lock()
+	t.temps = append(t.temps, f.Name())
+	t.mu.Unlock()
+	return t.addArtifact(name, contentType, f.Name())
 }
 
 // AddArtifactFile stores the file at path as an artifact; the task takes
-// the file over.
+// the file over and moves it away at once.
 func (t *Task) AddArtifactFile(name, contentType, path string) error {
 	if err := store.CheckName(name); err != nil {
 		return err
 	}
+	path, _, err := t.adopt(path)
+	if err != nil {
+		return fmt.Errorf("artifact %s: %w", name, err)
+	}
+	return t.addArtifact(name, contentType, path)
+}
+
+func (t *Task) addArtifact(name, contentType, path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("artifact %s: %w", name, err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.temps = append(t.temps, path)
 	for i, a := range t.artifacts {
 		if a.Name == name {
 			t.artifacts = append(t.artifacts[:i], t.artifacts[i+1:]...)
@@ -232,7 +288,7 @@ func (r *runner) run(j *job.Job) {
 		ctx, stop = context.WithTimeoutCause(ctx, timeout, errTimeout)
 		defer stop()
 	}
-	t := &Task{r: r, job: j, ctx: ctx, cancel: cancel, timeout: timeout}
+	t := &Task{r: r, job: j, ctx: ctx, cancel: cancel, timeout: timeout, known: j}
 	e.running.Store(j.ID, t)
 	defer e.running.Delete(j.ID)
 
@@ -304,7 +360,7 @@ func (r *runner) finish(t *Task, err error, final *job.Progress) {
 	var j *job.Job
 	var serr error
 	if err == nil && t.ctx.Err() == nil {
-		o := store.Outcome{Result: t.result, Artifacts: t.artifacts, Progress: final, Retention: r.q.Retention}
+		o := store.Outcome{Result: t.result, Artifacts: t.artifacts, Progress: final, Retention: r.q.Retention, Known: t.known}
 		j, serr = e.store.Complete(ctx, t.job.ID, t.job.LeaseToken, o)
 	} else {
 		f := store.Failure{Progress: final, Retention: r.q.Retention, Retryable: true}

@@ -130,6 +130,11 @@ type Outcome struct {
 	Progress *job.Progress
 	// Retention: finished jobs expire after it.
 	Retention time.Duration
+	// Known, if set, is the job as the caller last saw it (claimed, plus
+	// its own progress updates). While it is still current the store can
+	// write the new state without reading the job first; when it is not,
+	// the store falls back to reading it, with the same outcome.
+	Known *job.Job
 }
 
 // Failure is a failed attempt.

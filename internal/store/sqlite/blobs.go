@@ -136,6 +136,12 @@ func syncPath(path string) error {
 	return errors.Join(f.Sync(), f.Close())
 }
 
+type placed struct {
+	blob job.Blob
+	data []byte
+	path string
+}
+
 // Complete implements store.Store. The result and artifacts are put in a
 // folder of their own before the transaction; if the lease turns out to be
 // lost, the folder goes and nothing else changed.
@@ -149,11 +155,6 @@ func (s *Store) Complete(ctx context.Context, id, token string, o store.Outcome)
 	fail := func(err error) (*job.Job, error) {
 		os.RemoveAll(out)
 		return nil, fmt.Errorf("sqlite: complete %s: %w", id, err)
-	}
-	type placed struct {
-		blob job.Blob
-		data []byte
-		path string
 	}
 	var result *placed
 	if o.Result != nil {
@@ -172,33 +173,46 @@ func (s *Store) Complete(ctx context.Context, id, token string, o store.Outcome)
 		arts = append(arts, placed{blob: job.Blob{Name: a.Name, ContentType: a.ContentType, Size: size}, data: data, path: rel})
 	}
 	var res *job.Job
-	err := s.write(ctx, func(w *wtx) error {
-		j, err := w.loadLeased(id, token)
-		if err != nil {
-			return err
+	var rdata, rpath any
+	if result != nil {
+		rdata = nonNil(result.data)
+		if result.path != "" {
+			rdata, rpath = nil, result.path
 		}
-		if o.Progress != nil {
-			j.Progress = *o.Progress
-		}
-		var rb *job.Blob
-		if result != nil {
-			rb = &result.blob
-		}
-		next, err := job.Complete(*j, time.Now(), rb, len(arts), o.Retention)
-		if err != nil {
-			return err
-		}
-		if err := w.save(&next); err != nil {
-			return err
-		}
-		if result != nil {
-			var data, path any = nonNil(result.data), nil
-			if result.path != "" {
-				data, path = nil, result.path
-			}
-			if _, err := w.exec("UPDATE jobs SET result_data = ?, result_path = ? WHERE id = ?", data, path, id); err != nil {
+	}
+	// Completion is the hot path: when the caller knows the job's current
+	// version, job.Complete is applied to that and written with a
+	// compare-and-set on version and lease, with no read. Otherwise the
+	// job is read first.
+	do := func(w *wtx) error {
+		var j *job.Job
+		if k := o.Known; k != nil && k.ID == id && k.LeaseToken == token && k.State == job.Running {
+			next, err := complete(*k, o.Progress, result, len(arts), o.Retention)
+			if err != nil {
 				return err
 			}
+			ok, err := w.saveWith(&next, "result_data = ?, result_path = ?", []any{rdata, rpath},
+				"AND state = 'running' AND lease_token = ? AND version = ?", token, k.Version)
+			if err != nil {
+				return err
+			}
+			if ok {
+				j = &next
+			}
+		}
+		if j == nil {
+			cur, err := w.loadLeased(id, token)
+			if err != nil {
+				return err
+			}
+			next, err := complete(*cur, o.Progress, result, len(arts), o.Retention)
+			if err != nil {
+				return err
+			}
+			if _, err := w.saveWith(&next, "result_data = ?, result_path = ?", []any{rdata, rpath}, ""); err != nil {
+				return err
+			}
+			j = &next
 		}
 		for _, a := range arts {
 			var data, path any = nonNil(a.data), nil
@@ -210,13 +224,33 @@ func (s *Store) Complete(ctx context.Context, id, token string, o store.Outcome)
 				return err
 			}
 		}
-		res = &next
+		res = j
 		return nil
-	}, nil)
+	}
+	var err error
+	if len(arts) > 0 {
+		err = s.writeMulti(ctx, do, nil)
+	} else {
+		err = s.write(ctx, do, nil)
+	}
 	if err != nil {
 		return fail(err)
 	}
 	return res, nil
+}
+
+// complete applies job.Complete with the outcome's data.
+func complete(j job.Job, p *job.Progress, result *placed, artifacts int, retention time.Duration) (job.Job, error) {
+	if p != nil {
+		j.Progress = *p
+	}
+	var rb *job.Blob
+	if result != nil {
+		rb = &result.blob
+	}
+	// Times are kept at microsecond precision; truncate now so that the
+	// job returned equals the job stored.
+	return job.Complete(j, fromUS(us(time.Now())), rb, artifacts, retention.Truncate(time.Microsecond))
 }
 
 func nonNil(b []byte) []byte {

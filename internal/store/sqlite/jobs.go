@@ -3,13 +3,15 @@ package sqlite
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -111,6 +113,13 @@ func (w *wtx) loadLeased(id, token string) (*job.Job, error) {
 
 // save writes the mutable fields of j, as a transition function left them.
 func (w *wtx) save(j *job.Job) error {
+	_, err := w.saveWith(j, "", nil, "")
+	return err
+}
+
+// saveWith is save that also sets extra columns ("col = ?, ..." and args)
+// and has extra conditions ("AND ..."); it reports whether a row changed.
+func (w *wtx) saveWith(j *job.Job, extra string, extraArgs []any, cond string, condArgs ...any) (bool, error) {
 	var resultType any
 	var resultSize int64
 	if j.Result != nil {
@@ -120,18 +129,23 @@ func (w *wtx) save(j *job.Job) error {
 	if j.Error != nil {
 		errMsg, errCode = j.Error.Message, j.Error.Code
 	}
-	_, err := w.exec(`UPDATE jobs SET state = ?, run_at = ?, attempt = ?,
+	if extra != "" {
+		extra = ", " + extra
+	}
+	args := []any{string(j.State), us(j.RunAt), j.Attempt, j.Progress.Current, j.Progress.Total, j.Progress.Message,
+		resultType, resultSize, j.Artifacts, errMsg, errCode, us(j.StartedAt), us(j.FinishedAt), us(j.UpdatedAt),
+		us(j.ExpiresAt), j.Version, nullStr(j.LeaseToken), us(j.LeaseExpiresAt), nullStr(j.Worker)}
+	args = append(append(append(args, extraArgs...), j.ID), condArgs...)
+	res, err := w.exec(`UPDATE jobs SET state = ?, run_at = ?, attempt = ?,
 		progress_current = ?, progress_total = ?, progress_message = ?, result_type = ?, result_size = ?,
 		artifacts = ?, error_message = ?, error_code = ?, started_at = ?, finished_at = ?, updated_at = ?,
-		expires_at = ?, version = ?, lease_token = ?, lease_expires_at = ?, worker = ?
-		WHERE id = ?`,
-		string(j.State), us(j.RunAt), j.Attempt, j.Progress.Current, j.Progress.Total, j.Progress.Message,
-		resultType, resultSize, j.Artifacts, errMsg, errCode, us(j.StartedAt), us(j.FinishedAt), us(j.UpdatedAt),
-		us(j.ExpiresAt), j.Version, nullStr(j.LeaseToken), us(j.LeaseExpiresAt), nullStr(j.Worker), j.ID)
+		expires_at = ?, version = ?, lease_token = ?, lease_expires_at = ?, worker = ?`+extra+`
+		WHERE id = ? `+cond, args...)
 	if err != nil {
-		return fmt.Errorf("save job %s: %w", j.ID, err)
+		return false, fmt.Errorf("save job %s: %w", j.ID, err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // Insert implements store.Store.
@@ -174,7 +188,7 @@ func (s *Store) Insert(ctx context.Context, jobs []store.NewJob) ([]store.Insert
 		ps[i].data, ps[i].path, ps[i].size, ps[i].moved = data, rel, size, rel != ""
 	}
 	out := make([]store.Inserted, len(jobs))
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.writeMulti(ctx, func(w *wtx) error {
 		for i := range ps {
 			nj := ps[i].nj
 			out[i] = store.Inserted{}
@@ -231,18 +245,17 @@ func (s *Store) Insert(ctx context.Context, jobs []store.NewJob) ([]store.Insert
 					data = []byte{}
 				}
 			}
-			j, err := scanJob(w.queryRow(`INSERT INTO jobs (id, queue, owner, state, priority, run_at, attempt,
+			_, err := w.exec(`INSERT INTO jobs (id, queue, owner, state, priority, run_at, attempt,
 				max_attempts, timeout_us, idempotency_key, input_digest, unique_digest, labels, input_type, input_name,
 				input_size, input_data, input_path, created_at, updated_at, version)
-				VALUES (?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-				RETURNING `+jobCols,
+				VALUES (?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
 				nj.ID, nj.Queue, nj.Owner, nj.Priority, us(nj.RunAt), nj.MaxAttempts, nj.Timeout.Microseconds(),
 				nullStr(nj.IdempotencyKey), nj.InputDigest, unique, labels, nj.Input.ContentType, nj.Input.Name,
-				ps[i].size, data, path, us(now), us(now)))
+				ps[i].size, data, path, us(now), us(now))
 			if err != nil {
 				return fmt.Errorf("insert job %s: %w", nj.ID, err)
 			}
-			out[i].Job = j
+			out[i].Job = inserted(nj, ps[i].size, now)
 		}
 		return nil
 	}, nil)
@@ -255,6 +268,20 @@ func (s *Store) Insert(ctx context.Context, jobs []store.NewJob) ([]store.Insert
 		return nil, fmt.Errorf("sqlite: insert: %w", err)
 	}
 	return out, nil
+}
+
+// inserted is the job an INSERT of nj made, built here rather than read
+// back, as the insert path is hot.
+func inserted(nj store.NewJob, size int64, now time.Time) *job.Job {
+	at := fromUS(us(now))
+	j := &job.Job{ID: nj.ID, Queue: nj.Queue, Owner: nj.Owner, State: job.Queued, InputDigest: nj.InputDigest,
+		Unique: nj.Unique, MaxAttempts: nj.MaxAttempts, Priority: nj.Priority, RunAt: fromUS(us(nj.RunAt)),
+		Timeout: nj.Timeout.Truncate(time.Microsecond), IdempotencyKey: nj.IdempotencyKey, CreatedAt: at, UpdatedAt: at, Version: 1,
+		Input: job.Blob{Name: nj.Input.Name, ContentType: nj.Input.ContentType, Size: size}}
+	if len(nj.Labels) > 0 {
+		j.Labels = maps.Clone(nj.Labels)
+	}
+	return j
 }
 
 // Get implements store.Store.
@@ -337,7 +364,8 @@ func (s *Store) List(ctx context.Context, f store.Filter) (store.Page, error) {
 	return page, nil
 }
 
-// Claim implements store.Store.
+// Claim implements store.Store. It is job.Claim for a batch, as one
+// statement: each row gets its own random lease token.
 func (s *Store) Claim(ctx context.Context, c store.Claim) ([]*job.Job, error) {
 	if c.Limit <= 0 {
 		return nil, nil
@@ -345,40 +373,41 @@ func (s *Store) Claim(ctx context.Context, c store.Claim) ([]*job.Job, error) {
 	var out []*job.Job
 	err := s.write(ctx, func(w *wtx) error {
 		out = out[:0]
-		now := time.Now()
-		rows, err := w.query("SELECT "+jobCols+` FROM jobs
-			WHERE queue = ? AND state = 'queued' AND run_at <= ?
-			ORDER BY priority DESC, run_at, id LIMIT ?`, c.Queue, us(now), c.Limit)
+		now := us(time.Now())
+		// The limit is part of the statement's text: bound as a parameter it
+		// makes SQLite re-prepare the statement on every run.
+		rows, err := w.query(`UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?,
+			lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,
+			started_at = CASE WHEN started_at = 0 THEN ? ELSE started_at END, updated_at = ?, version = version + 1
+			WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'queued' AND run_at <= ?
+				ORDER BY priority DESC, run_at, id LIMIT `+strconv.Itoa(c.Limit)+`)
+			RETURNING `+jobCols, c.Worker, now+c.Lease.Microseconds(), now, now, c.Queue, now)
 		if err != nil {
 			return err
 		}
+		defer rows.Close()
 		for rows.Next() {
 			j, err := scanJob(rows)
 			if err != nil {
-				rows.Close()
 				return err
 			}
 			out = append(out, j)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for i, j := range out {
-			claimed, err := job.Claim(*j, now, c.Worker, rand.Text(), c.Lease)
-			if err != nil {
-				return err
-			}
-			if err := w.save(&claimed); err != nil {
-				return err
-			}
-			out[i] = &claimed
-		}
-		return nil
+		return rows.Err()
 	}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: claim %s: %w", c.Queue, err)
 	}
+	// RETURNING gives no order; hand jobs out in claim order.
+	slices.SortFunc(out, func(a, b *job.Job) int {
+		if a.Priority != b.Priority {
+			return b.Priority - a.Priority
+		}
+		if c := a.RunAt.Compare(b.RunAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	return out, nil
 }
 
@@ -406,7 +435,7 @@ func (s *Store) Heartbeat(ctx context.Context, id, token string, lease time.Dura
 // update runs a transition on one job inside the writer and saves it.
 func (s *Store) update(ctx context.Context, what, id, token string, leased bool, fn func(w *wtx, j *job.Job) (job.Job, error), after func()) (*job.Job, error) {
 	var out *job.Job
-	err := s.write(ctx, func(w *wtx) error {
+	do := func(w *wtx) error {
 		var j *job.Job
 		var err error
 		if leased {
@@ -426,7 +455,14 @@ func (s *Store) update(ctx context.Context, what, id, token string, leased bool,
 		}
 		out = &next
 		return nil
-	}, after)
+	}
+	var err error
+	if after != nil {
+		// Only Retry has an after step, and it writes more than the job.
+		err = s.writeMulti(ctx, do, after)
+	} else {
+		err = s.write(ctx, do, nil)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %s: %w", what, err)
 	}
@@ -506,7 +542,7 @@ func (w *wtx) dropOutputs(id string) ([]string, error) {
 // Delete implements store.Store.
 func (s *Store) Delete(ctx context.Context, id string) (*job.Job, error) {
 	var out *job.Job
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.writeMulti(ctx, func(w *wtx) error {
 		j, err := w.load(id)
 		if err != nil {
 			return err
@@ -534,7 +570,7 @@ func (w *wtx) deleteJob(id string) error {
 // Rescue implements store.Store.
 func (s *Store) Rescue(ctx context.Context, now time.Time, backoff func(int) time.Duration, retention func(string) time.Duration) ([]*job.Job, error) {
 	var out []*job.Job
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.writeMulti(ctx, func(w *wtx) error {
 		out = out[:0]
 		rows, err := w.query("SELECT "+jobCols+" FROM jobs WHERE state = 'running' AND lease_expires_at < ? LIMIT 1000", us(now))
 		if err != nil {
@@ -571,7 +607,7 @@ func (s *Store) Rescue(ctx context.Context, now time.Time, backoff func(int) tim
 // Purge implements store.Store.
 func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
 	var ids []string
-	err := s.write(ctx, func(w *wtx) error {
+	err := s.writeMulti(ctx, func(w *wtx) error {
 		ids = ids[:0]
 		rows, err := w.query(`SELECT id FROM jobs WHERE expires_at > 0 AND expires_at < ?
 			AND state IN ('succeeded', 'failed', 'canceled') LIMIT ?`, us(now), limit)

@@ -17,7 +17,11 @@ import (
 const maxBatch = 512
 
 type op struct {
-	fn    func(*wtx) error
+	fn func(*wtx) error
+	// multi marks an operation that may fail after a first write; only
+	// those pay for a savepoint. A single-write one fails with nothing
+	// written, as SQLite statements are atomic.
+	multi bool
 	after func() // run once the transaction committed, if fn succeeded
 	done  chan error
 }
@@ -66,9 +70,18 @@ func (w *wtx) queryRow(query string, args ...any) *sql.Row {
 	return s.QueryRowContext(w.ctx, args...)
 }
 
-// write runs fn in the writer's next transaction and waits for its commit.
+// write runs fn, which makes at most one write, in the writer's next
+// transaction and waits for its commit.
 func (s *Store) write(ctx context.Context, fn func(*wtx) error, after func()) error {
-	o := &op{fn: fn, after: after, done: make(chan error, 1)}
+	return s.submit(ctx, &op{fn: fn, after: after, done: make(chan error, 1)})
+}
+
+// writeMulti is write for an fn that may fail after writing.
+func (s *Store) writeMulti(ctx context.Context, fn func(*wtx) error, after func()) error {
+	return s.submit(ctx, &op{fn: fn, multi: true, after: after, done: make(chan error, 1)})
+}
+
+func (s *Store) submit(ctx context.Context, o *op) error {
 	select {
 	case s.ops <- o:
 	case <-s.quit:
@@ -133,8 +146,8 @@ func (s *Store) runBatch(w *wtx, batch []*op) {
 	}
 	single := len(batch) == 1
 	for i, o := range batch {
-		if single {
-			// The transaction itself is the savepoint.
+		if single || !o.multi {
+			// The transaction itself, or the statement, is the savepoint.
 			errs[i] = o.fn(w)
 			continue
 		}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/docket/docket"
+	"github.com/docket/docket/internal/config"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "YAML configuration file (none: the built-in echo demo queue)")
+	dataDir := fs.String("data-dir", "", "data directory (overrides data_dir and DOCKET_DATA_DIR)")
+	storeURL := fs.String("store", "", `store: "sqlite" (overrides store and DOCKET_STORE)`)
+	sync := fs.String("sqlite-sync", "", `"normal" (survives a process crash) or "full" (also power loss)`)
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long running jobs may finish on shutdown")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	for dst, v := range map[*string]string{&cfg.DataDir: *dataDir, &cfg.Store: *storeURL, &cfg.SQLiteSync: *sync} {
+		if v != "" {
+			*dst = v
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dc := docket.Config{DataDir: cfg.DataDir, Store: cfg.Store, SQLiteSync: cfg.SQLiteSync, Logger: log,
+		ShutdownGrace: *grace, Queues: map[string]docket.Queue{}}
+	for name, q := range cfg.Queues {
+		dc.Queues[name] = docket.Queue{Concurrency: q.Concurrency, MaxQueued: q.MaxQueued, Timeout: q.Timeout,
+			MaxAttempts: q.MaxAttempts, Retention: q.Retention, Command: q.Command, ResultType: q.ResultType}
+	}
+	d, err := docket.Open(ctx, dc)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Queues) == 0 {
+		d.Handle("echo", echo)
+	}
+	for name, q := range cfg.Queues {
+		if q.Paused {
+			d.Engine().SetPaused(name, true)
+		}
+	}
+	if err := d.Start(); err != nil {
+		d.Close(context.Background())
+		return err
+	}
+	log.Info("docket running", "data_dir", cfg.DataDir, "store", cfg.Store, "sqlite_sync", cfg.SQLiteSync,
+		"queues", strings.Join(d.Engine().Queues(), ","))
+	<-ctx.Done()
+	log.Info("shutting down: no new jobs are claimed; running ones may finish", "grace", *grace)
+	err = d.Close(context.Background())
+	if err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// echo is the demo queue's handler: it returns its input, after optional
+// progress steps asked for by a JSON input {"steps": N, "sleep": "100ms"}.
+var echo = docket.HandlerFunc(func(ctx context.Context, j *docket.Job) error {
+	in, err := j.Input(ctx)
+	if err != nil {
+		return err
+	}
+	var opts struct {
+		Steps int    `json:"steps"`
+		Sleep string `json:"sleep"`
+		Fail  string `json:"fail"`
+	}
+	if strings.Contains(j.InputType(), "json") {
+		json.Unmarshal(in, &opts) // not a JSON object: nothing to do but echo
+	}
+	pause, err := time.ParseDuration(cmpOr(opts.Sleep, "0s"))
+	if err != nil {
+		return docket.Permanent(fmt.Errorf("echo: sleep: %w", err))
+	}
+	if opts.Steps < 0 || opts.Steps > 100_000 {
+		return docket.Permanent(errors.New("echo: steps must be between 0 and 100000"))
+	}
+	for i := 1; i <= opts.Steps; i++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+		j.Progress(int64(i), int64(opts.Steps), fmt.Sprintf("step %d of %d", i, opts.Steps))
+	}
+	if opts.Fail != "" {
+		return errors.New(opts.Fail)
+	}
+	j.SetResult(cmpOr(j.InputType(), "application/octet-stream"), in)
+	return nil
+})
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
