@@ -314,6 +314,15 @@ func (d *Docket) Result(ctx context.Context, id string) (string, io.ReadCloser, 
 	return b.ContentType, rc, nil
 }
 
+// Artifacts lists a job's artifacts, by name.
+func (d *Docket) Artifacts(ctx context.Context, id string) ([]Blob, error) {
+	list, err := d.store.Artifacts(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("docket: artifacts: %w", err)
+	}
+	return list, nil
+}
+
 // Artifact opens one artifact of a job.
 func (d *Docket) Artifact(ctx context.Context, id, name string) (string, io.ReadCloser, error) {
 	b, rc, err := d.store.OpenArtifact(ctx, id, name)

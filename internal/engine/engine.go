@@ -258,13 +258,22 @@ func (e *Engine) Stop(ctx context.Context) error {
 		case <-ctx.Done():
 			err = fmt.Errorf("engine: shutdown: handlers still running, canceled: %w", ctx.Err())
 			e.stopWork()
-			<-done
+			select {
+			case <-done:
+			case <-time.After(hardStop):
+				// A handler ignores its context; leave it rather than hang.
+				// Its job's lease runs out and the rescuer takes it back.
+				err = fmt.Errorf("engine: shutdown: handlers ignored cancellation for %s: %w", hardStop, ctx.Err())
+			}
 		}
 		e.stopWork()
 		e.background.Wait()
 	})
 	return err
 }
+
+// hardStop bounds the wait for canceled handlers at shutdown.
+const hardStop = 10 * time.Second
 
 func (e *Engine) every(d time.Duration, fn func(context.Context)) {
 	defer e.background.Done()

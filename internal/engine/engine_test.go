@@ -307,7 +307,8 @@ func (c *countingStore) Progress(ctx context.Context, id, token string, p job.Pr
 }
 
 // Every event is published after its change is stored, so a subscriber
-// reading the store on the event sees at least that version.
+// reading the store on the event sees at least that version; and a
+// subscription to one job sees its versions in order.
 func TestEventsFollowStoredState(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	e := start(t, st, engine.Options{ProgressEvery: time.Millisecond}, engine.Queue{Name: "q", Concurrency: 2, MaxAttempts: 1,
@@ -330,10 +331,10 @@ func TestEventsFollowStoredState(t *testing.T) {
 	for done < n {
 		select {
 		case ev := <-sub.C():
-			if ev.Version <= last[ev.JobID] {
-				t.Fatalf("version went from %d to %d", last[ev.JobID], ev.Version)
+			if ev.Version == last[ev.JobID] {
+				t.Fatalf("version %d published twice", ev.Version)
 			}
-			last[ev.JobID] = ev.Version
+			last[ev.JobID] = max(last[ev.JobID], ev.Version)
 			j, err := st.Get(context.Background(), ev.JobID)
 			if err != nil || j.Version < ev.Version {
 				t.Fatalf("event v%d before store (%v, %+v)", ev.Version, err, j)
@@ -511,5 +512,59 @@ func TestEightEnginesShareOneFile(t *testing.T) {
 	counts, _ := st.QueueCounts(context.Background())
 	if len(counts) != 1 || counts[0].Counts[job.Succeeded] != jobs {
 		t.Fatalf("counts %+v", counts)
+	}
+}
+
+// An attempt still winding down after a cancel must not hide the next
+// attempt of the same job from a later cancel.
+func TestCancelReachesRetriedAttempt(t *testing.T) {
+	ended := make(chan int, 2)
+	running := make(chan int, 2)
+	e := start(t, openStore(t, t.TempDir()), engine.Options{}, engine.Queue{Name: "q", Concurrency: 2, MaxAttempts: 3,
+		Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
+			running <- tk.Attempt()
+			<-ctx.Done()
+			if tk.Attempt() == 1 {
+				time.Sleep(300 * time.Millisecond) // slow to let go
+			}
+			ended <- tk.Attempt()
+			return ctx.Err()
+		})})
+	j := submit(t, e, store.NewJob{Queue: "q"})
+	<-running
+	if _, err := e.Cancel(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Retry(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	<-running         // the new attempt runs while the first is winding down
+	if <-ended != 1 { // the first attempt is gone now
+		t.Fatal("attempts ended out of order")
+	}
+	if _, err := e.Cancel(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancel did not reach the second attempt")
+	}
+}
+
+func TestJobSubscriptionIsOrdered(t *testing.T) {
+	h := engine.NewHub()
+	sub := h.SubscribeJob("a")
+	defer sub.Close()
+	for _, v := range []int64{2, 1, 3, 3, 5, 4} {
+		h.Publish(engine.Event{JobID: "a", Version: v})
+	}
+	h.Publish(engine.Event{JobID: "b", Version: 9})
+	var got []int64
+	for len(sub.C()) > 0 {
+		got = append(got, (<-sub.C()).Version)
+	}
+	if fmt.Sprint(got) != "[2 3 5]" {
+		t.Fatalf("delivered %v, want [2 3 5]", got)
 	}
 }

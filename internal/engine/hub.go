@@ -28,8 +28,13 @@ func EventOf(j *job.Job) Event {
 
 // Hub fans events out to subscribers in this process. Publishing never
 // blocks: a subscriber that falls behind loses its oldest undelivered events,
-// never the newest, so it always ends up seeing a job's latest state (and a
-// terminal event is always the last one it receives for that job).
+// never the newest, so it always ends up seeing a job's latest state.
+//
+// Changes are published by whoever made them, after the store committed
+// them, so two publishers may race: a job's insert event can be published
+// just after the event of its claim. A subscription to one job never goes
+// back in version (a stale event is dropped); a subscription to many jobs
+// may, and its reader compares versions.
 type Hub struct {
 	mu    sync.RWMutex
 	byJob map[string]map[*Subscription]struct{}
@@ -47,6 +52,7 @@ type Subscription struct {
 	mu     sync.Mutex // serialises the drop-oldest-then-send of publishers
 	hub    *Hub
 	jobID  string
+	last   int64 // with jobID: the last version delivered
 	filter func(Event) bool
 	once   sync.Once
 }
@@ -75,6 +81,12 @@ func (s *Subscription) Close() {
 func (s *Subscription) deliver(e Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.jobID != "" {
+		if e.Version <= s.last && !e.Deleted {
+			return
+		}
+		s.last = e.Version
+	}
 	for {
 		select {
 		case s.c <- e:

@@ -93,7 +93,8 @@ func (t *Task) flush() {
 	t.pending = nil
 	t.mu.Unlock()
 	if p != nil {
-		j, err := t.r.e.store.Progress(t.ctx, t.job.ID, t.job.LeaseToken, *p)
+		// The report must be stored even if the attempt is ending now.
+		j, err := t.r.e.store.Progress(context.WithoutCancel(t.ctx), t.job.ID, t.job.LeaseToken, *p)
 		switch {
 		case err == nil:
 			t.mu.Lock()
@@ -290,7 +291,8 @@ func (r *runner) run(j *job.Job) {
 	}
 	t := &Task{r: r, job: j, ctx: ctx, cancel: cancel, timeout: timeout, known: j}
 	e.running.Store(j.ID, t)
-	defer e.running.Delete(j.ID)
+	// A newer attempt of the same job may have replaced this one already.
+	defer e.running.CompareAndDelete(j.ID, t)
 
 	hbDone := make(chan struct{})
 	hbStop := make(chan struct{})
@@ -359,18 +361,25 @@ func (r *runner) finish(t *Task, err error, final *job.Progress) {
 	ctx := context.WithoutCancel(t.ctx)
 	var j *job.Job
 	var serr error
-	if err == nil && t.ctx.Err() == nil {
+	switch {
+	case err == nil && t.ctx.Err() == nil:
 		o := store.Outcome{Result: t.result, Artifacts: t.artifacts, Progress: final, Retention: r.q.Retention, Known: t.known}
 		j, serr = e.store.Complete(ctx, t.job.ID, t.job.LeaseToken, o)
-	} else {
-		f := store.Failure{Progress: final, Retention: r.q.Retention, Retryable: true}
+	case e.work.Err() != nil && !errors.Is(cause, errTimeout):
+		// Interrupted by the shutdown: the job did nothing wrong, so it
+		// goes back to its queue without spending an attempt.
+		if final != nil {
+			if _, perr := e.store.Progress(ctx, t.job.ID, t.job.LeaseToken, *final); perr != nil {
+				e.log.Warn("store progress", "job", t.job.ID, "err", perr)
+			}
+		}
+		j, serr = e.store.Release(ctx, t.job.ID, t.job.LeaseToken, job.Error{Message: "interrupted by shutdown", Code: job.CodeShutdown})
+	default:
+		f := store.Failure{Progress: final, Retention: r.q.Retention, Retryable: true, Backoff: e.backoff(t.job.Attempt)}
 		var perm permanentError
 		switch {
 		case errors.Is(cause, errTimeout):
 			f.Error = job.Error{Message: fmt.Sprintf("deadline exceeded: the attempt ran longer than its timeout of %s", t.timeout), Code: job.CodeTimeout}
-		case e.work.Err() != nil:
-			f.Error = job.Error{Message: "interrupted by shutdown", Code: job.CodeShutdown}
-			f.Backoff = 0
 		case errors.As(err, &perm):
 			f.Error = job.Error{Message: err.Error(), Code: job.CodeHandler}
 			f.Retryable = false
@@ -379,9 +388,6 @@ func (r *runner) finish(t *Task, err error, final *job.Progress) {
 				err = context.Cause(t.ctx)
 			}
 			f.Error = job.Error{Message: err.Error(), Code: job.CodeHandler}
-		}
-		if f.Error.Code != job.CodeShutdown {
-			f.Backoff = e.backoff(t.job.Attempt)
 		}
 		j, serr = e.store.Fail(ctx, t.job.ID, t.job.LeaseToken, f)
 	}

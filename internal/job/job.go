@@ -138,13 +138,14 @@ const (
 	ActComplete Action = "complete" // running → succeeded
 	ActFail     Action = "fail"     // running → queued (retry) or failed
 	ActRescue   Action = "rescue"   // running with expired lease → queued or failed
+	ActRelease  Action = "release"  // running → queued, the attempt not counted
 	ActCancel   Action = "cancel"   // queued/running → canceled
 	ActRetry    Action = "retry"    // failed/canceled → queued
 	ActDelete   Action = "delete"   // any → gone
 )
 
 // Actions lists every action.
-var Actions = []Action{ActClaim, ActProgress, ActComplete, ActFail, ActRescue, ActCancel, ActRetry, ActDelete}
+var Actions = []Action{ActClaim, ActProgress, ActComplete, ActFail, ActRescue, ActRelease, ActCancel, ActRetry, ActDelete}
 
 // From returns the states an action may start from. Stores use it to build
 // the WHERE clause of their atomic updates, so the rules live only here.
@@ -152,7 +153,7 @@ func (a Action) From() []State {
 	switch a {
 	case ActClaim:
 		return []State{Queued}
-	case ActProgress, ActComplete, ActFail, ActRescue:
+	case ActProgress, ActComplete, ActFail, ActRescue, ActRelease:
 		return []State{Running}
 	case ActCancel:
 		return []State{Queued, Running}
@@ -235,6 +236,21 @@ func failOrRequeue(j Job, now time.Time, e Error, retryable bool, backoff, reten
 	}
 	j.State = Failed
 	return finish(j, now, retention)
+}
+
+// Release gives a running job back to its queue, runnable at once, without
+// counting the attempt: its worker stopped it on purpose (the node shuts
+// down), the job did nothing wrong.
+func Release(j Job, now time.Time, e Error) (Job, error) {
+	if err := CanDo(j.State, ActRelease); err != nil {
+		return j, err
+	}
+	j.Error = &e
+	j.LeaseToken, j.LeaseExpiresAt, j.Worker = "", time.Time{}, ""
+	j.State = Queued
+	j.Attempt = max(j.Attempt-1, 0)
+	j.RunAt = now
+	return touch(j, now), nil
 }
 
 // Cancel ends a queued or running job.

@@ -26,6 +26,8 @@ func apply(a Action, j Job) (Job, error) {
 		return Fail(j, t0, Error{Message: "boom"}, true, time.Second, time.Hour)
 	case ActRescue:
 		return Rescue(j, t0, time.Second, time.Hour)
+	case ActRelease:
+		return Release(j, t0, Error{Message: "shutdown", Code: CodeShutdown})
 	case ActCancel:
 		return Cancel(j, t0, time.Hour)
 	case ActRetry:
@@ -44,16 +46,16 @@ func TestTransitionMatrix(t *testing.T) {
 		to State
 	}
 	matrix := map[State]map[Action]want{
-		Queued: {ActClaim: {true, Running}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {},
+		Queued: {ActClaim: {true, Running}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {}, ActRelease: {},
 			ActCancel: {true, Canceled}, ActRetry: {}, ActDelete: {true, Queued}},
 		Running: {ActClaim: {}, ActProgress: {true, Running}, ActComplete: {true, Succeeded},
-			ActFail: {true, Queued}, ActRescue: {true, Queued}, ActCancel: {true, Canceled}, ActRetry: {},
+			ActFail: {true, Queued}, ActRescue: {true, Queued}, ActRelease: {true, Queued}, ActCancel: {true, Canceled}, ActRetry: {},
 			ActDelete: {true, Running}},
-		Succeeded: {ActClaim: {}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {}, ActCancel: {},
+		Succeeded: {ActClaim: {}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {}, ActRelease: {}, ActCancel: {},
 			ActRetry: {}, ActDelete: {true, Succeeded}},
-		Failed: {ActClaim: {}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {}, ActCancel: {},
+		Failed: {ActClaim: {}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {}, ActRelease: {}, ActCancel: {},
 			ActRetry: {true, Queued}, ActDelete: {true, Failed}},
-		Canceled: {ActClaim: {}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {}, ActCancel: {},
+		Canceled: {ActClaim: {}, ActProgress: {}, ActComplete: {}, ActFail: {}, ActRescue: {}, ActRelease: {}, ActCancel: {},
 			ActRetry: {true, Queued}, ActDelete: {true, Canceled}},
 	}
 	for _, s := range States {
@@ -168,6 +170,19 @@ func TestRescueNeedsExpiredLease(t *testing.T) {
 	got, _ = Rescue(j, t0, time.Second, time.Hour)
 	if got.State != Failed {
 		t.Fatalf("rescue after last attempt: %s", got.State)
+	}
+}
+
+func TestReleaseDoesNotCountAttempt(t *testing.T) {
+	j := base(Running)
+	j.Attempt, j.MaxAttempts, j.LeaseToken, j.RunAt = 3, 3, "tok", t0.Add(-time.Hour)
+	got, err := Release(j, t0, Error{Message: "interrupted by shutdown", Code: CodeShutdown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != Queued || got.Attempt != 2 || got.LeaseToken != "" || !got.RunAt.Equal(t0) ||
+		got.Error.Code != CodeShutdown || !got.FinishedAt.IsZero() {
+		t.Fatalf("release: %+v", got)
 	}
 }
 

@@ -192,6 +192,9 @@ type Store interface {
 	Complete(ctx context.Context, id, token string, o Outcome) (*job.Job, error)
 	// Fail records a failed attempt (requeue with backoff, or failed).
 	Fail(ctx context.Context, id, token string, f Failure) (*job.Job, error)
+	// Release gives a running job held under token back to its queue,
+	// runnable now, without counting the attempt (job.Release).
+	Release(ctx context.Context, id, token string, e job.Error) (*job.Job, error)
 	// Cancel ends a queued or running job; a running job's lease is revoked.
 	Cancel(ctx context.Context, id string, retention time.Duration) (*job.Job, error)
 	// Retry requeues a failed or canceled job with fresh attempts.

@@ -214,6 +214,7 @@ func (s *Store) Complete(ctx context.Context, id, token string, o store.Outcome)
 			}
 			j = &next
 		}
+		w.move(j.Queue, job.Running, job.Succeeded)
 		for _, a := range arts {
 			var data, path any = nonNil(a.data), nil
 			if a.path != "" {

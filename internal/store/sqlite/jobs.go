@@ -256,6 +256,7 @@ func (s *Store) Insert(ctx context.Context, jobs []store.NewJob) ([]store.Insert
 				return fmt.Errorf("insert job %s: %w", nj.ID, err)
 			}
 			out[i].Job = inserted(nj, ps[i].size, now)
+			w.move(nj.Queue, "", job.Queued)
 		}
 		return nil
 	}, nil)
@@ -392,6 +393,7 @@ func (s *Store) Claim(ctx context.Context, c store.Claim) ([]*job.Job, error) {
 				return err
 			}
 			out = append(out, j)
+			w.move(j.Queue, job.Queued, job.Running)
 		}
 		return rows.Err()
 	}, nil)
@@ -453,6 +455,7 @@ func (s *Store) update(ctx context.Context, what, id, token string, leased bool,
 		if err := w.save(&next); err != nil {
 			return err
 		}
+		w.move(j.Queue, j.State, next.State)
 		out = &next
 		return nil
 	}
@@ -483,6 +486,13 @@ func (s *Store) Fail(ctx context.Context, id, token string, f store.Failure) (*j
 			j.Progress = *f.Progress
 		}
 		return job.Fail(*j, time.Now(), f.Error, f.Retryable, f.Backoff, f.Retention)
+	}, nil)
+}
+
+// Release implements store.Store.
+func (s *Store) Release(ctx context.Context, id, token string, e job.Error) (*job.Job, error) {
+	return s.update(ctx, "release", id, token, true, func(_ *wtx, j *job.Job) (job.Job, error) {
+		return job.Release(*j, time.Now(), e)
 	}, nil)
 }
 
@@ -550,6 +560,7 @@ func (s *Store) Delete(ctx context.Context, id string) (*job.Job, error) {
 		if err := w.deleteJob(id); err != nil {
 			return err
 		}
+		w.move(j.Queue, j.State, "")
 		out = j
 		return nil
 	}, func() { os.RemoveAll(s.jobDir(id)) })
@@ -594,6 +605,7 @@ func (s *Store) Rescue(ctx context.Context, now time.Time, backoff func(int) tim
 			if err := w.save(&next); err != nil {
 				return err
 			}
+			w.move(j.Queue, j.State, next.State)
 			out = append(out, &next)
 		}
 		return nil
@@ -609,24 +621,27 @@ func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error
 	var ids []string
 	err := s.writeMulti(ctx, func(w *wtx) error {
 		ids = ids[:0]
-		rows, err := w.query(`SELECT id FROM jobs WHERE expires_at > 0 AND expires_at < ?
+		rows, err := w.query(`SELECT id, queue, state FROM jobs WHERE expires_at > 0 AND expires_at < ?
 			AND state IN ('succeeded', 'failed', 'canceled') LIMIT ?`, us(now), limit)
 		if err != nil {
 			return err
 		}
+		var gone []countKey
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			var id, queue, state string
+			if err := rows.Scan(&id, &queue, &state); err != nil {
 				rows.Close()
 				return err
 			}
 			ids = append(ids, id)
+			gone = append(gone, countKey{queue, job.State(state)})
 		}
 		rows.Close()
-		for _, id := range ids {
+		for i, id := range ids {
 			if err := w.deleteJob(id); err != nil {
 				return err
 			}
+			w.move(gone[i].queue, gone[i].state, "")
 		}
 		return nil
 	}, func() {

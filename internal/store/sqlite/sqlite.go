@@ -64,7 +64,31 @@ type Store struct {
 	ops        chan *op
 	quit       chan struct{}
 	writerDone chan struct{}
+	ckptDone   chan struct{}
 	closeOnce  sync.Once
+}
+
+// checkpointEvery is how often the WAL is copied back into the database.
+// SQLite would otherwise do it inside the commit that crosses 1000 pages,
+// and that commit, with every write queued behind it, would pay for the
+// copy and its fsync.
+const checkpointEvery = 250 * time.Millisecond
+
+func (s *Store) checkpointer() {
+	defer close(s.ckptDone)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			if _, err := s.rdb.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+				// Busy or closing; the next tick tries again.
+				continue
+			}
+		}
+	}
 }
 
 // ErrClosed is store.ErrClosed.
@@ -93,7 +117,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	path := filepath.Join(opts.Dir, "docket.db")
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(30000)", "cache_size(-32768)", "synchronous(" + string(opts.Sync) + ")", "foreign_keys(OFF)"} {
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(30000)", "cache_size(-32768)", "wal_autocheckpoint(0)", "synchronous(" + string(opts.Sync) + ")", "foreign_keys(OFF)"} {
 		q.Add("_pragma", p)
 	}
 	dsn := "file:" + path + "?" + q.Encode()
@@ -111,7 +135,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	wdb.SetMaxOpenConns(1)
 	s := &Store{dir: opts.Dir, blobs: blobs, inlineMax: opts.InlineMax, sync: opts.Sync == SyncFull,
-		rdb: rdb, wdb: wdb, ops: make(chan *op, 4*maxBatch), quit: make(chan struct{}), writerDone: make(chan struct{})}
+		rdb: rdb, wdb: wdb, ops: make(chan *op, 4*maxBatch), quit: make(chan struct{}), writerDone: make(chan struct{}),
+		ckptDone: make(chan struct{})}
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
 		rdb.Close()
@@ -125,6 +150,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.writer(conn)
+	go s.checkpointer()
 	return s, nil
 }
 
@@ -183,6 +209,10 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
 		<-s.writerDone
+		<-s.ckptDone
+		// Leave a small WAL behind; another process may hold it open, in
+		// which case this does what it can.
+		s.rdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	})
 	return errors.Join(s.wdb.Close(), s.rdb.Close())
 }

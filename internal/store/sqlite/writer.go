@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+
+	"github.com/docket/docket/internal/job"
 )
 
 // SQLite lets one connection write at a time, so the store funnels every
@@ -31,6 +33,53 @@ type wtx struct {
 	ctx   context.Context
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt
+	// moves are the queue_counts changes of the running operation; they
+	// join txMoves when it succeeds and are written before the commit.
+	moves, txMoves map[countKey]int64
+}
+
+type countKey struct {
+	queue string
+	state job.State
+}
+
+// move records that a job of queue left state from (if any) for state to
+// (if any).
+func (w *wtx) move(queue string, from, to job.State) {
+	if from == to {
+		return
+	}
+	if from != "" {
+		w.moves[countKey{queue, from}]--
+	}
+	if to != "" {
+		w.moves[countKey{queue, to}]++
+	}
+}
+
+func (w *wtx) flushMoves() error {
+	for k, n := range w.txMoves {
+		if n == 0 {
+			continue
+		}
+		if _, err := w.exec(`INSERT INTO queue_counts (queue, state, n) VALUES (?, ?, ?)
+			ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n`, k.queue, string(k.state), n); err != nil {
+			return fmt.Errorf("sqlite: queue counts: %w", err)
+		}
+	}
+	return nil
+}
+
+// run runs one operation, keeping its count moves only if it succeeds.
+func (w *wtx) run(o *op) error {
+	clear(w.moves)
+	err := o.fn(w)
+	if err == nil {
+		for k, n := range w.moves {
+			w.txMoves[k] += n
+		}
+	}
+	return err
 }
 
 func (w *wtx) stmt(query string) (*sql.Stmt, error) {
@@ -96,7 +145,8 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 
 func (s *Store) writer(conn *sql.Conn) {
 	defer close(s.writerDone)
-	w := &wtx{ctx: context.Background(), conn: conn, stmts: map[string]*sql.Stmt{}}
+	w := &wtx{ctx: context.Background(), conn: conn, stmts: map[string]*sql.Stmt{},
+		moves: map[countKey]int64{}, txMoves: map[countKey]int64{}}
 	defer func() {
 		for _, st := range w.stmts {
 			st.Close()
@@ -120,16 +170,20 @@ func (s *Store) writer(conn *sql.Conn) {
 			}
 		}
 		batch = append(batch[:0], first)
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break drain
-			}
-		}
+		s.drain(&batch)
 		s.runBatch(w, batch)
+	}
+}
+
+// drain adds the waiting operations to batch, up to maxBatch.
+func (s *Store) drain(batch *[]*op) {
+	for len(*batch) < maxBatch {
+		select {
+		case o := <-s.ops:
+			*batch = append(*batch, o)
+		default:
+			return
+		}
 	}
 }
 
@@ -144,18 +198,19 @@ func (s *Store) runBatch(w *wtx, batch []*op) {
 		fail(fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
+	clear(w.txMoves)
 	single := len(batch) == 1
 	for i, o := range batch {
 		if single || !o.multi {
 			// The transaction itself, or the statement, is the savepoint.
-			errs[i] = o.fn(w)
+			errs[i] = w.run(o)
 			continue
 		}
 		if _, err := w.exec("SAVEPOINT op"); err != nil {
 			errs[i] = err
 			continue
 		}
-		errs[i] = o.fn(w)
+		errs[i] = w.run(o)
 		if errs[i] != nil {
 			if _, err := w.exec("ROLLBACK TO op"); err != nil {
 				w.exec("ROLLBACK")
@@ -172,6 +227,11 @@ func (s *Store) runBatch(w *wtx, batch []*op) {
 	if single && errs[0] != nil {
 		w.exec("ROLLBACK")
 		batch[0].done <- errs[0]
+		return
+	}
+	if err := w.flushMoves(); err != nil {
+		w.exec("ROLLBACK")
+		fail(err)
 		return
 	}
 	if _, err := w.exec("COMMIT"); err != nil {

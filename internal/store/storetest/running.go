@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -83,6 +84,84 @@ var tokenOps = []tokenOp{
 	{"Fail", func(h *harness, id, token string) (*job.Job, error) {
 		return h.s.Fail(h.ctx, id, token, store.Failure{Error: job.Error{Message: "late"}, Retryable: true})
 	}},
+	{"Release", func(h *harness, id, token string) (*job.Job, error) {
+		return h.s.Release(h.ctx, id, token, job.Error{Message: "late", Code: job.CodeShutdown})
+	}},
+	{"CompleteKnown", func(h *harness, id, token string) (*job.Job, error) {
+		o := outcome()
+		if j, err := h.s.Get(h.ctx, id); err == nil {
+			j.LeaseToken = token
+			o.Known = j
+		}
+		return h.s.Complete(h.ctx, id, token, o)
+	}},
+}
+
+// testRelease checks that a released job is queued again at once and that
+// the attempt it lost is not counted.
+func testRelease(t *testing.T, o opener) {
+	h := o.h(t)
+	j := h.in(job.Running, withMaxAttempts(1))
+	p := job.Progress{Current: 2, Total: 5, Message: "two"}
+	if _, err := h.s.Progress(h.ctx, j.ID, j.LeaseToken, p); err != nil {
+		t.Fatalf("Progress: %v", err)
+	}
+	e := job.Error{Message: "interrupted by shutdown", Code: job.CodeShutdown}
+	d, err := h.s.Release(h.ctx, j.ID, j.LeaseToken, e)
+	if err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if d.State != job.Queued || d.Attempt != 0 || d.Error == nil || *d.Error != e || d.Progress != p {
+		t.Fatalf("released job: state %s attempt %d error %s progress %+v", d.State, d.Attempt, fmtPtr(d.Error), d.Progress)
+	}
+	noLease(t, d)
+	zeroTime(t, "FinishedAt", d.FinishedAt)
+	h.stored("Release", d)
+	// Runnable at once, and with its only attempt still to come.
+	again := h.claim(j.Queue, 1, longLease)
+	if len(again) != 1 || again[0].ID != j.ID || again[0].Attempt != 1 {
+		t.Fatalf("claim after Release = %v", ids(again))
+	}
+	wantCounts(t, h, map[string]map[job.State]int64{j.Queue: {job.Running: 1}})
+	if _, err := h.s.Release(h.ctx, j.ID, j.LeaseToken, e); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("Release with the first token: %v, want ErrLeaseLost", err)
+	}
+}
+
+// testCompleteKnown checks that Complete gives the same outcome whether the
+// caller's view of the job is current or stale.
+func testCompleteKnown(t *testing.T, o opener) {
+	for _, stale := range []bool{false, true} {
+		name := map[bool]string{false: "Current", true: "Stale"}[stale]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := o.h(t)
+			j := h.in(job.Running)
+			known := *j
+			p := job.Progress{Current: 1, Total: 3, Message: "one"}
+			stored, err := h.s.Progress(h.ctx, j.ID, j.LeaseToken, p)
+			if err != nil {
+				t.Fatalf("Progress: %v", err)
+			}
+			if !stale {
+				known = *stored
+			}
+			d, err := h.s.Complete(h.ctx, j.ID, j.LeaseToken, store.Outcome{
+				Result: &store.Data{Blob: job.Blob{ContentType: "text/plain"}, Bytes: []byte("ok")}, Retention: time.Hour, Known: &known,
+			})
+			if err != nil {
+				t.Fatalf("Complete: %v", err)
+			}
+			if d.State != job.Succeeded || d.Progress != p || d.Version <= stored.Version || d.Attempt != 1 {
+				t.Fatalf("completed: state %s progress %+v version %d (progress at %d) attempt %d",
+					d.State, d.Progress, d.Version, stored.Version, d.Attempt)
+			}
+			h.stored("Complete", d)
+			_, body := h.result(j.ID)
+			wantBytes(t, "result", body, []byte("ok"))
+			wantCounts(t, h, map[string]map[job.State]int64{j.Queue: {job.Succeeded: 1}})
+		})
+	}
 }
 
 // testLeaseLost checks that every call made under a token the caller no

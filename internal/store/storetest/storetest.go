@@ -40,6 +40,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Progress", testProgress},
 		{"LeaseLost", testLeaseLost},
 		{"Complete", testComplete},
+		{"CompleteKnown", testCompleteKnown},
+		{"Release", testRelease},
 		{"LargeResult", testLargeResult},
 		{"Fail", testFail},
 		{"Cancel", testCancel},

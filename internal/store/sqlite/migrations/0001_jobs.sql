@@ -1,5 +1,7 @@
--- Jobs, their artifacts, and per-queue state counts kept by triggers so that
--- admission control and queue statistics never count rows.
+-- Jobs, their artifacts, and per-queue state counts so that admission control
+-- and queue statistics never count rows. The store keeps the counts in the
+-- same transaction as the changes, adding up each transaction's moves into
+-- one update per (queue, state) rather than one per job.
 -- Times are Unix microseconds; 0 means unset.
 
 CREATE TABLE jobs (
@@ -67,18 +69,3 @@ CREATE TABLE queue_counts (
     n     INTEGER NOT NULL,
     PRIMARY KEY (queue, state)
 ) WITHOUT ROWID;
-
-CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO queue_counts (queue, state, n) VALUES (new.queue, new.state, 1)
-        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-END;
-
-CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
-    UPDATE queue_counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
-END;
-
-CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN old.state <> new.state BEGIN
-    UPDATE queue_counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
-    INSERT INTO queue_counts (queue, state, n) VALUES (new.queue, new.state, 1)
-        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-END;
