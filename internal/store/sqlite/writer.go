@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 
 	"github.com/docket/docket/internal/job"
@@ -31,8 +32,8 @@ type op struct {
 // wtx is an open write transaction with prepared-statement reuse.
 type wtx struct {
 	ctx   context.Context
-	conn  *sql.Conn
-	stmts map[string]*sql.Stmt
+	conn  driver.ConnPrepareContext
+	stmts map[string]driver.Stmt
 	// moves are the queue_counts changes of the running operation; they
 	// join txMoves when it succeeds and are written before the commit.
 	moves, txMoves map[countKey]int64
@@ -82,7 +83,7 @@ func (w *wtx) run(o *op) error {
 	return err
 }
 
-func (w *wtx) stmt(query string) (*sql.Stmt, error) {
+func (w *wtx) stmt(query string) (driver.Stmt, error) {
 	if s, ok := w.stmts[query]; ok {
 		return s, nil
 	}
@@ -94,29 +95,29 @@ func (w *wtx) stmt(query string) (*sql.Stmt, error) {
 	return s, nil
 }
 
-func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
+func (w *wtx) exec(query string, args ...any) (driver.Result, error) {
 	s, err := w.stmt(query)
 	if err != nil {
 		return nil, err
 	}
-	return s.ExecContext(w.ctx, args...)
+	return s.(driver.StmtExecContext).ExecContext(w.ctx, namedArgs(args))
 }
 
-func (w *wtx) query(query string, args ...any) (*sql.Rows, error) {
+func (w *wtx) query(query string, args ...any) (*rows, error) {
 	s, err := w.stmt(query)
 	if err != nil {
 		return nil, err
 	}
-	return s.QueryContext(w.ctx, args...)
+	r, err := s.(driver.StmtQueryContext).QueryContext(w.ctx, namedArgs(args))
+	if err != nil {
+		return nil, err
+	}
+	return newRows(r), nil
 }
 
-func (w *wtx) queryRow(query string, args ...any) *sql.Row {
-	s, err := w.stmt(query)
-	if err != nil {
-		// Surface the prepare error through Scan.
-		return w.conn.QueryRowContext(w.ctx, query, args...)
-	}
-	return s.QueryRowContext(w.ctx, args...)
+func (w *wtx) queryRow(query string, args ...any) row {
+	r, err := w.query(query, args...)
+	return row{rows: r, err: err}
 }
 
 // write runs fn, which makes at most one write, in the writer's next
@@ -145,14 +146,37 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 
 func (s *Store) writer(conn *sql.Conn) {
 	defer close(s.writerDone)
-	w := &wtx{ctx: context.Background(), conn: conn, stmts: map[string]*sql.Stmt{},
-		moves: map[countKey]int64{}, txMoves: map[countKey]int64{}}
-	defer func() {
-		for _, st := range w.stmts {
-			st.Close()
+	defer conn.Close()
+	// The loop runs inside Raw, which lends it the driver connection.
+	err := conn.Raw(func(dc any) error {
+		pc, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return fmt.Errorf("sqlite: driver connection %T cannot prepare", dc)
 		}
-		conn.Close()
-	}()
+		w := &wtx{ctx: context.Background(), conn: pc, stmts: map[string]driver.Stmt{},
+			moves: map[countKey]int64{}, txMoves: map[countKey]int64{}}
+		defer func() {
+			for _, st := range w.stmts {
+				st.Close()
+			}
+		}()
+		s.loop(w)
+		return nil
+	})
+	if err != nil {
+		// Nothing can be written: answer every operation with the error.
+		for {
+			select {
+			case o := <-s.ops:
+				o.done <- err
+			case <-s.quit:
+				return
+			}
+		}
+	}
+}
+
+func (s *Store) loop(w *wtx) {
 	batch := make([]*op, 0, maxBatch)
 	for {
 		var first *op
