@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/docket/docket/internal/bench"
 	"github.com/docket/docket/internal/store/sqlite"
@@ -38,63 +39,60 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return bench.Options{Dir: d, Sync: sqlite.Sync(*sync), Workers: *workers}, cleanup, nil
 	}
-	all := *mode == "all"
+	// Each measurement runs on a fresh data directory of its own.
+	measurements := []struct {
+		name string
+		run  func(bench.Options) error
+	}{
+		{"drain", func(o bench.Options) error {
+			r, err := bench.Drain(ctx, o, *jobs, *batch)
+			if err == nil {
+				fmt.Fprintf(stdout, "drain: inserted %d jobs in batches of %d: %.0f jobs/s\n", r.Jobs, r.BatchSize, r.InsertPerSec)
+				fmt.Fprintf(stdout, "drain: %d no-op jobs with %d workers: %.0f jobs/s\n", r.Jobs, r.WorkersRunning, r.DrainedPerSec)
+			}
+			return err
+		}},
+		{"concurrent", func(o bench.Options) error {
+			r, err := bench.Concurrent(ctx, o, *jobs, *inserters)
+			if err == nil {
+				fmt.Fprintf(stdout, "concurrent: %d single inserts from %d goroutines (sync=%s): %.0f jobs/s inserted\n", r.Jobs, r.Inserters, *sync, r.InsertPerSec)
+				fmt.Fprintf(stdout, "concurrent: inserted and completed with %d workers: %.0f jobs/s end to end\n", *workers, r.EndToEndPerSec)
+			}
+			return err
+		}},
+		{"latency", func(o bench.Options) error {
+			r, err := bench.Latency(ctx, o, *samples)
+			if err == nil {
+				fmt.Fprintf(stdout, "latency: insert -> handler start: p50 %v, p99 %v (%d samples)\n", r.StartP50, r.StartP99, r.Samples)
+				fmt.Fprintf(stdout, "latency: insert -> completion event: p50 %v, p99 %v\n", r.DoneP50, r.DoneP99)
+			}
+			return err
+		}},
+		{"memory", func(o bench.Options) error {
+			r, err := bench.Memory(ctx, o, *queued, *batch)
+			if err == nil {
+				fmt.Fprintf(stdout, "memory: %d queued jobs inserted in %v (%.0f jobs/s): RSS %s before, %s after, peak %s\n",
+					r.Queued, r.Elapsed.Round(time.Millisecond), float64(r.Queued)/r.Elapsed.Seconds(),
+					bench.MiB(r.RSSBefore), bench.MiB(r.RSSAfter), bench.MiB(r.PeakRSS))
+			}
+			return err
+		}},
+	}
 	ran := false
-	if all || *mode == "drain" {
+	for _, m := range measurements {
+		if *mode != "all" && *mode != m.name {
+			continue
+		}
 		ran = true
 		o, done, err := fresh()
 		if err != nil {
 			return err
 		}
-		r, err := bench.Drain(ctx, o, *jobs, *batch)
+		err = m.run(o)
 		done()
 		if err != nil {
-			return fmt.Errorf("drain: %w", err)
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
-		fmt.Fprintf(stdout, "drain: inserted %d jobs in batches of %d: %.0f jobs/s\n", r.Jobs, r.BatchSize, r.InsertPerSec)
-		fmt.Fprintf(stdout, "drain: %d no-op jobs with %d workers: %.0f jobs/s\n", r.Jobs, r.WorkersRunning, r.DrainedPerSec)
-	}
-	if all || *mode == "concurrent" {
-		ran = true
-		o, done, err := fresh()
-		if err != nil {
-			return err
-		}
-		r, err := bench.Concurrent(ctx, o, *jobs, *inserters)
-		done()
-		if err != nil {
-			return fmt.Errorf("concurrent: %w", err)
-		}
-		fmt.Fprintf(stdout, "concurrent: %d single inserts from %d goroutines (sync=%s): %.0f jobs/s inserted\n", r.Jobs, r.Inserters, *sync, r.InsertPerSec)
-		fmt.Fprintf(stdout, "concurrent: inserted and completed with %d workers: %.0f jobs/s end to end\n", *workers, r.EndToEndPerSec)
-	}
-	if all || *mode == "latency" {
-		ran = true
-		o, done, err := fresh()
-		if err != nil {
-			return err
-		}
-		r, err := bench.Latency(ctx, o, *samples)
-		done()
-		if err != nil {
-			return fmt.Errorf("latency: %w", err)
-		}
-		fmt.Fprintf(stdout, "latency: insert -> handler start: p50 %v, p99 %v (%d samples)\n", r.StartP50, r.StartP99, r.Samples)
-		fmt.Fprintf(stdout, "latency: insert -> completion event: p50 %v, p99 %v\n", r.DoneP50, r.DoneP99)
-	}
-	if all || *mode == "memory" {
-		ran = true
-		o, done, err := fresh()
-		if err != nil {
-			return err
-		}
-		r, err := bench.Memory(ctx, o, *queued, *batch)
-		done()
-		if err != nil {
-			return fmt.Errorf("memory: %w", err)
-		}
-		fmt.Fprintf(stdout, "memory: %d queued jobs inserted in %v (%.0f jobs/s): RSS %s before, %s after, peak %s\n",
-			r.Queued, r.Elapsed.Round(1e6), float64(r.Queued)/r.Elapsed.Seconds(), bench.MiB(r.RSSBefore), bench.MiB(r.RSSAfter), bench.MiB(r.PeakRSS))
 	}
 	if !ran {
 		return fmt.Errorf("unknown mode %q", *mode)

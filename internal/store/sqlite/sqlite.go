@@ -117,7 +117,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	path := filepath.Join(opts.Dir, "docket.db")
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(30000)", "cache_size(-32768)", "wal_autocheckpoint(0)", "synchronous(" + string(opts.Sync) + ")", "foreign_keys(OFF)"} {
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(30000)", "wal_autocheckpoint(0)", "synchronous(" + string(opts.Sync) + ")", "foreign_keys(OFF)"} {
 		q.Add("_pragma", p)
 	}
 	dsn := "file:" + path + "?" + q.Encode()

@@ -413,9 +413,9 @@ func (s *stream) Read(p []byte) (int, error) {
 
 func testLargeResult(t *testing.T, o opener) {
 	if testing.Short() {
-		t.Skip("64 MiB result: skipped in short mode")
+		t.Skip("100 MiB result: skipped in short mode")
 	}
-	const size = 64 << 20
+	const size = 100<<20 + 1 // past the 100 MiB a store must take
 	h := o.h(t)
 	j := h.in(job.Running)
 
