@@ -275,10 +275,13 @@ func (e *Engine) Stop(ctx context.Context) error {
 // hardStop bounds the wait for canceled handlers at shutdown.
 const hardStop = 10 * time.Second
 
+// every runs fn now and then every d until the engine stops: a restarted
+// node rescues the jobs its previous life left behind at once.
 func (e *Engine) every(d time.Duration, fn func(context.Context)) {
 	defer e.background.Done()
 	t := time.NewTicker(d)
 	defer t.Stop()
+	fn(e.loops)
 	for {
 		select {
 		case <-e.loops.Done():
@@ -429,10 +432,22 @@ func (e *Engine) Wait(ctx context.Context, id string) (*job.Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Events come from this process only; another process sharing the
+	// store may finish the job, so the store is read again now and then.
+	recheck := time.NewTicker(e.opts.Poll)
+	defer recheck.Stop()
 	for !j.State.Terminal() {
 		select {
 		case <-ctx.Done():
 			return j, ctx.Err()
+		case <-recheck.C:
+			cur, err := e.store.Get(ctx, id)
+			if err != nil {
+				return j, err
+			}
+			if cur.Version > j.Version {
+				j = cur
+			}
 		case ev := <-sub.C():
 			if ev.Deleted {
 				return ev.Job, fmt.Errorf("job %s: %w", id, store.ErrNotFound)
