@@ -16,12 +16,10 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/docket/docket/internal/job"
@@ -49,14 +47,6 @@ type Data struct {
 	job.Blob
 	Bytes []byte
 	Path  string
-}
-
-// Open returns a reader of the data.
-func (d Data) Open() (io.ReadCloser, error) {
-	if d.Path != "" {
-		return os.Open(d.Path)
-	}
-	return io.NopCloser(bytes.NewReader(d.Bytes)), nil
 }
 
 // ErrName is wrapped by CheckName's refusals.
