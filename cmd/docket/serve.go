@@ -7,10 +7,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/docket/docket"
+	"github.com/docket/docket/internal/api"
 	"github.com/docket/docket/internal/config"
 )
 
@@ -19,6 +24,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "YAML configuration file (none: the built-in echo demo queue)")
 	dataDir := fs.String("data-dir", "", "data directory (overrides data_dir and DOCKET_DATA_DIR)")
+	listen := fs.String("listen", "", "address to serve HTTP on (overrides listen and DOCKET_LISTEN)")
 	storeURL := fs.String("store", "", `store: "sqlite" (overrides store and DOCKET_STORE)`)
 	sync := fs.String("sqlite-sync", "", `"normal" (survives a process crash) or "full" (also power loss)`)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -34,7 +40,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for dst, v := range map[*string]string{&cfg.DataDir: *dataDir, &cfg.Store: *storeURL, &cfg.SQLiteSync: *sync} {
+	for dst, v := range map[*string]string{&cfg.DataDir: *dataDir, &cfg.Store: *storeURL, &cfg.SQLiteSync: *sync, &cfg.Listen: *listen} {
 		if v != "" {
 			*dst = v
 		}
@@ -42,6 +48,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if len(cfg.Tokens) == 0 && !loopback(cfg.Listen) {
+		return fmt.Errorf("refusing to listen on %s without tokens: open mode serves only a loopback address (127.0.0.1, ::1, localhost); configure tokens to listen elsewhere", cfg.Listen)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	dc := docket.Config{DataDir: cfg.DataDir, Store: cfg.Store, SQLiteSync: cfg.SQLiteSync, Logger: log,
 		ShutdownGrace: *grace, Queues: map[string]docket.Queue{}}
 	for name, q := range cfg.Queues {
@@ -64,16 +78,54 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		d.Close(context.Background())
 		return err
 	}
-	log.Info("docket running", "data_dir", cfg.DataDir, "store", cfg.Store, "sqlite_sync", cfg.SQLiteSync,
-		"queues", strings.Join(d.Engine().Queues(), ","))
-	<-ctx.Done()
-	log.Info("shutting down: no new jobs are claimed; running ones may finish", "grace", *grace)
-	err = d.Close(context.Background())
-	if err != nil {
+	tokens := make([]api.Token, len(cfg.Tokens))
+	for i, t := range cfg.Tokens {
+		tokens[i] = api.Token{Owner: t.Owner, Scopes: t.Scopes, Hash: t.Hash}
+	}
+	srv := &http.Server{
+		Handler: api.New(api.Config{Engine: d.Engine(), Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
+			Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, TempDir: filepath.Join(cfg.DataDir, "tmp"), Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("docket running", "url", "http://"+ln.Addr().String(), "data_dir", cfg.DataDir, "store", cfg.Store,
+		"sqlite_sync", cfg.SQLiteSync, "queues", strings.Join(d.Engine().Queues(), ","))
+	if len(cfg.Tokens) == 0 {
+		log.Warn("open mode: no tokens configured, every caller is an admin; serving on a loopback address only")
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		d.Close(context.Background())
+		return fmt.Errorf("http server: %w", err)
+	}
+	log.Info("shutting down: no new requests or jobs; running jobs may finish", "grace", *grace)
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+		srv.Close()
+	}
+	if err := d.Close(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// loopback reports whether addr (host:port) only accepts local connections.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // echo is the demo queue's handler: it returns its input, after optional
