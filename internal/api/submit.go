@@ -135,7 +135,6 @@ func (s *Server) spool(r io.Reader, contentType, filename string) (*input, error
 		digest: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-
 // readInput decodes the body of a submit: the input is the body itself, or
 // the "file" part of a multipart form.
 func (s *Server) readInput(w http.ResponseWriter, r *http.Request) (*input, *problem) {
