@@ -204,27 +204,52 @@ func (s *Server) readInput(w http.ResponseWriter, r *http.Request) (*input, *pro
 	return in, nil
 }
 
+// validJSON checks that a JSON input is one well-formed value, streaming
+// it when it was spooled to a file.
 func validJSON(in *input) error {
-	var rd io.Reader
-	if in.Path != "" {
-		f, err := os.Open(in.Path)
+	if in.Path == "" {
+		if !json.Valid(in.Bytes) {
+			var v any
+			if err := json.Unmarshal(in.Bytes, &v); err != nil {
+				return err
+			}
+			return errors.New("not a single JSON value")
+		}
+		return nil
+	}
+	f, err := os.Open(in.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	depth, values := 0, 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			if depth != 0 || values != 1 {
+				return errors.New("unexpected end of JSON input")
+			}
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		rd = f
-	} else {
-		if json.Valid(in.Bytes) {
-			return nil
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if depth == 0 {
+				values++
+			}
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		default:
+			if depth == 0 {
+				values++
+			}
 		}
-		rd = bytes.NewReader(in.Bytes)
-	}
-	dec := json.NewDecoder(rd)
-	for {
-		if _, err := dec.Token(); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return err
+		if values > 1 {
+			return errors.New("more than one JSON value")
 		}
 	}
 }
