@@ -444,6 +444,10 @@ func TestGetETagAndLongPoll(t *testing.T) {
 	ev := newEnv(t, api.Config{}, engine.Options{})
 	_, id := ev.submit("gated", "", "x")
 	m := ev.waitState(id, "", "running")
+	for m["progress"].(map[string]any)["message"] != "waiting" {
+		// Settled: claimed, and its one progress report stored.
+		m = ev.do("GET", fmt.Sprintf("/v1/jobs/%s?wait=2s&after=%v", id, m["version"]), "", nil).json(t)
+	}
 	v := int64(m["version"].(float64))
 	r := ev.do("GET", "/v1/jobs/"+id, "", nil)
 	tag := r.header.Get("ETag")
