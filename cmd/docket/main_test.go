@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -65,8 +67,8 @@ func TestEchoQueue(t *testing.T) {
 	}
 }
 
-// serve runs from a configuration file until its context ends, and stops
-// cleanly.
+// serve runs from a configuration file, answers HTTP on its listen
+// address, and stops cleanly when its context ends.
 func TestServeStartsAndStops(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "docket.yaml")
@@ -74,20 +76,42 @@ func TestServeStartsAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var logs syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, io.Discard, &logs) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "-config", cfg, "-listen", "127.0.0.1:0"}, io.Discard, &logs)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "docket running") {
+	re := regexp.MustCompile(`url=(http://\S+)`)
+	var base string
+	for base == "" {
+		if m := re.FindStringSubmatch(logs.String()); m != nil {
+			base = m[1]
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("not started: %s", logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	res, err := http.Post(base+"/v1/queues/words/jobs", "text/plain", strings.NewReader("one two three"))
+	if err != nil || res.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit over HTTP: %v %v", res, err)
+	}
+	res.Body.Close()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v\n%s", err, logs.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data", "docket.db")); err != nil {
 		t.Fatalf("no database in the configured data dir: %v", err)
+	}
+}
+
+// Without tokens docket serves a loopback address only.
+func TestServeRefusesOpenModeOffLoopback(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+		err := run(t.Context(), []string{"serve", "-data-dir", t.TempDir(), "-listen", addr}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "without tokens") {
+			t.Errorf("listen %s: %v, want a refusal", addr, err)
+		}
 	}
 }
 
