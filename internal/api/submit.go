@@ -338,7 +338,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, c *caller) {
 		}
 	}
 	if j.State.Terminal() {
-		if j.State == job.Failed && j.Error != nil && j.Error.Code == job.CodeTimeout {
+		// Only a client that asked to wait is told, by 504, that the job's
+		// own timeout ended the wait.
+		if pref.wait > 0 && !pref.async && j.State == job.Failed && j.Error != nil && j.Error.Code == job.CodeTimeout {
 			p := probTimeout.with(j.Error.Message)
 			p.Instance = jobPath(j.ID)
 			writeProblem(w, r, p)
