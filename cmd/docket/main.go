@@ -2,6 +2,9 @@
 //
 //	docket serve [-config docket.yaml] [-data-dir DIR]   run the queues
 //	docket bench [-mode all|drain|concurrent|latency|memory]  measure the engine
+//	docket submit [flags] QUEUE [FILE|-]                 submit a job to a server
+//	docket jobs ls|get|wait|result|artifacts|artifact|cancel|retry|rm  manage jobs
+//	docket queues [pause|resume QUEUE]                   list, pause, resume queues
 package main
 
 import (
@@ -21,7 +24,16 @@ const usage = `docket: durable asynchronous jobs for slow work
 Usage:
   docket serve [flags]   run the job server (see docket serve -h)
   docket bench [flags]   measure the engine on the embedded store (see docket bench -h)
+  docket submit [flags] QUEUE [FILE|-]
+                         submit a job; --wait follows it and writes its result
+  docket jobs ls|get|wait|result|artifacts|artifact|cancel|retry|rm [flags] ...
+                         list and manage jobs (see docket jobs help)
+  docket queues [pause|resume QUEUE]
+                         list queues, pause or resume one
   docket version         print the version
+
+submit, jobs and queues talk to a server: they take --server URL
+($DOCKET_SERVER, default http://127.0.0.1:8080) and --token TOKEN ($DOCKET_TOKEN).
 `
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,7 +46,7 @@ func main() {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "docket:", err)
 		}
-		os.Exit(2)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -48,6 +60,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "submit":
+		return submitCmd(ctx, args[1:], stdout, stderr)
+	case "jobs":
+		return jobsCmd(ctx, args[1:], stdout, stderr)
+	case "queues":
+		return queuesCmd(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "docket", version)
 		return nil
