@@ -5,8 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"mime"
-	"mime/multipart"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -18,15 +17,52 @@ import (
 	"time"
 
 	"github.com/docket/docket/client"
-	"github.com/docket/docket/client/clienttest"
+	"github.com/docket/docket/internal/api"
+	"github.com/docket/docket/internal/apitest"
+	"github.com/docket/docket/internal/engine"
+	"github.com/docket/docket/internal/job"
 )
 
-func newFake(t *testing.T, token string) (*clienttest.Server, *client.Client) {
+// newServer starts a real docket server (API, engine and SQLite store) with
+// the default echo queue and these queues. A non-empty token is the only
+// one it accepts, standing for alice with every right; empty runs it open.
+func newServer(t *testing.T, token string, queues ...engine.Queue) (*apitest.Server, *client.Client) {
 	t.Helper()
-	s := clienttest.NewServer(token)
-	t.Cleanup(s.Close)
-	return s, client.New(s.URL, token)
+	opts := apitest.Options{Queues: queues}
+	if token != "" {
+		opts.Tokens = map[string]apitest.Token{token: {Owner: "alice", Scopes: []string{api.ScopeAdmin}}}
+	}
+	srv := apitest.Start(t, opts)
+	return srv, client.New(srv.URL, token)
 }
+
+// held is a queue without workers: its jobs stay queued.
+var held = engine.Queue{Name: "held"}
+
+// submit submits body to queue and fails the test if the server refuses.
+func submit(t *testing.T, c *client.Client, queue, body string, o client.SubmitOptions) *client.Job {
+	t.Helper()
+	j, err := c.Submit(t.Context(), queue, strings.NewReader(body), o)
+	if err != nil {
+		t.Fatalf("submit to %s: %v", queue, err)
+	}
+	return j
+}
+
+// wait follows job id to its end through the API.
+func wait(t *testing.T, c *client.Client, id string) *client.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	j, err := c.Wait(ctx, id, nil)
+	if err != nil {
+		t.Fatalf("wait for %s: %v", id, err)
+	}
+	return j
+}
+
+// jsonInput is SubmitOptions for an echo job that asks for something.
+var jsonInput = client.SubmitOptions{ContentType: "application/json"}
 
 // The job document of the API description decodes field by field, nulls
 // included.
@@ -89,108 +125,159 @@ func TestPercentNull(t *testing.T) {
 	}
 }
 
+// What Submit sends arrives: the server stores the input, its type and
+// file name, and applies every option.
 func TestSubmit(t *testing.T) {
-	s, c := newFake(t, "secret")
+	var mu sync.Mutex
+	var prefer []string // the Prefer headers of submits, in order
+	srv := apitest.Start(t, apitest.Options{
+		Tokens: map[string]apitest.Token{"secret": {Owner: "alice", Scopes: []string{api.ScopeSubmit, api.ScopeRead}}},
+		Observe: func(r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/jobs") {
+				mu.Lock()
+				prefer = append(prefer, r.Header.Get("Prefer"))
+				mu.Unlock()
+			}
+		},
+	})
+	c := client.New(srv.URL, "secret")
 	runAt := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	cases := []struct {
-		name      string
-		body      io.Reader
-		o         client.SubmitOptions
-		query     string // encoded, sorted by key
-		header    map[string]string
-		ctype     string
-		filename  string
-		input     string
-		multipart bool
+		name     string
+		body     io.Reader
+		o        client.SubmitOptions
+		ctype    string
+		filename string
+		input    string
+		// stored checks what the store keeps beyond the job document.
+		stored func(t *testing.T, j *job.Job)
 	}{
 		{
 			name: "every option",
 			body: strings.NewReader("hello"),
 			o: client.SubmitOptions{ContentType: "text/plain", IdempotencyKey: "k1", Priority: 5,
-				Delay: 90 * time.Second, RunAt: runAt, Timeout: time.Minute, MaxAttempts: 2,
+				Delay: 90 * time.Second, Timeout: time.Minute, MaxAttempts: 2,
 				Labels: map[string]string{"doc": "a", "b": "c:d"}, Unique: true},
-			query:  "delay=1m30s&label=b%3Ac%3Ad&label=doc%3Aa&max_attempts=2&priority=5&run_at=2030-01-02T03%3A04%3A05Z&timeout=1m0s&unique=true",
-			header: map[string]string{"Idempotency-Key": "k1", "Authorization": "Bearer secret", "Prefer": ""},
-			ctype:  "text/plain",
-			input:  "hello",
+			ctype: "text/plain",
+			input: "hello",
+			stored: func(t *testing.T, j *job.Job) {
+				if d := j.RunAt.Sub(j.CreatedAt); d < 89*time.Second || d > 91*time.Second {
+					t.Errorf("run_at %v after creation, want 90s", d)
+				}
+				if j.Timeout != time.Minute || j.IdempotencyKey != "k1" || !j.Unique || j.Owner != "alice" {
+					t.Errorf("stored %+v", j)
+				}
+			},
 		},
 		{
-			name:   "nothing",
-			query:  "",
-			ctype:  "application/octet-stream", // the server's default
-			header: map[string]string{"Idempotency-Key": ""},
+			name:  "run at",
+			body:  strings.NewReader("later"),
+			o:     client.SubmitOptions{ContentType: "text/plain", RunAt: runAt},
+			ctype: "text/plain",
+			input: "later",
+			stored: func(t *testing.T, j *job.Job) {
+				if !j.RunAt.Equal(runAt) {
+					t.Errorf("run_at %v, want %v", j.RunAt, runAt)
+				}
+			},
 		},
 		{
-			name:      "multipart",
-			body:      io.MultiReader(strings.NewReader("%PDF-"), strings.NewReader("1.7")), // no known length
-			o:         client.SubmitOptions{Multipart: true, ContentType: "application/pdf", Filename: `scan "1".pdf`, Priority: -1},
-			query:     "priority=-1",
-			ctype:     "application/pdf",
-			filename:  `scan "1".pdf`,
-			input:     "%PDF-1.7",
-			multipart: true,
+			name:  "nothing",
+			ctype: "application/octet-stream", // the server's default
+			stored: func(t *testing.T, j *job.Job) {
+				if j.Timeout != 0 || j.IdempotencyKey != "" || j.Unique || j.RunAt.Sub(j.CreatedAt) > time.Second {
+					t.Errorf("stored %+v", j)
+				}
+			},
 		},
 		{
-			name:      "multipart without name or type",
-			body:      strings.NewReader("x"),
-			o:         client.SubmitOptions{Multipart: true},
-			ctype:     "application/octet-stream",
-			filename:  "input",
-			input:     "x",
-			multipart: true,
+			name:     "multipart",
+			body:     io.MultiReader(strings.NewReader("%PDF-"), strings.NewReader("1.7")), // no known length
+			o:        client.SubmitOptions{Multipart: true, ContentType: "application/pdf", Filename: `scan "1".pdf`, Priority: -1},
+			ctype:    "application/pdf",
+			filename: `scan "1".pdf`,
+			input:    "%PDF-1.7",
+		},
+		{
+			name:     "multipart without name or type",
+			body:     strings.NewReader("x"),
+			o:        client.SubmitOptions{Multipart: true},
+			ctype:    "application/octet-stream",
+			filename: "input",
+			input:    "x",
 		},
 	}
+	ids := map[string]string{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			j, err := c.Submit(t.Context(), "echo", tc.body, tc.o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if j.State != client.StateQueued || j.Queue != "echo" || j.Links.Self != "/v1/jobs/"+j.ID {
+			ids[tc.name] = j.ID
+			if j.State != client.StateQueued || j.Queue != "echo" || j.Owner != "alice" || j.Links.Self != "/v1/jobs/"+j.ID {
 				t.Errorf("job %+v", j)
 			}
-			sub := s.Submission(j.ID)
-			if got := sub.Query.Encode(); got != tc.query {
-				t.Errorf("query %s, want %s", got, tc.query)
+			got, err := c.Get(t.Context(), j.ID)
+			if err != nil {
+				t.Fatal(err)
 			}
-			for k, v := range tc.header {
-				if got := sub.Header.Get(k); got != v {
-					t.Errorf("header %s: %q, want %q", k, got, v)
-				}
+			want := client.Blob{ContentType: tc.ctype, Size: int64(len(tc.input)), Filename: tc.filename}
+			if j.Input != want || got.Input != want {
+				t.Errorf("input %+v, then %+v; want %+v", j.Input, got.Input, want)
 			}
-			if sub.ContentType != tc.ctype || sub.Filename != tc.filename || string(sub.Input) != tc.input ||
-				sub.Multipart != tc.multipart || sub.Size != int64(len(tc.input)) {
-				t.Errorf("input %+v", sub)
+			maxAttempts := orDefault(tc.o.MaxAttempts, 3) // the echo queue's default
+			if got.Priority != tc.o.Priority || got.MaxAttempts != maxAttempts || !maps.Equal(got.Labels, tc.o.Labels) {
+				t.Errorf("priority %d, max_attempts %d, labels %v", got.Priority, got.MaxAttempts, got.Labels)
 			}
-			if j.Input.ContentType != tc.ctype || j.Input.Size != int64(len(tc.input)) {
-				t.Errorf("job input %+v", j.Input)
+			if b := srv.Input(t, j.ID); string(b) != tc.input {
+				t.Errorf("stored input %q, want %q", b, tc.input)
+			}
+			if tc.stored != nil {
+				tc.stored(t, srv.Job(t, j.ID))
 			}
 		})
 	}
-	t.Run("idempotency key", func(t *testing.T) {
-		a, err := c.Submit(t.Context(), "echo", strings.NewReader("1"), client.SubmitOptions{IdempotencyKey: "same"})
-		if err != nil {
-			t.Fatal(err)
+	t.Run("delay and run_at", func(t *testing.T) {
+		_, err := c.Submit(t.Context(), "echo", nil, client.SubmitOptions{Delay: time.Second, RunAt: runAt})
+		if p, ok := errors.AsType[*client.Problem](err); !ok || p.Status != 400 || !strings.Contains(p.Detail, "not both") {
+			t.Fatalf("%v, want a 400 problem", err)
 		}
-		b, err := c.Submit(t.Context(), "echo", strings.NewReader("2"), client.SubmitOptions{IdempotencyKey: "same"})
-		if err != nil || b.ID != a.ID {
-			t.Fatalf("second submit: %v, %v; want job %s", b, err, a.ID)
+	})
+	t.Run("unique", func(t *testing.T) {
+		j := submit(t, c, "echo", "hello", client.SubmitOptions{ContentType: "text/plain", Unique: true})
+		if j.ID != ids["every option"] {
+			t.Fatalf("job %s, want the queued %s with the same input", j.ID, ids["every option"])
+		}
+	})
+	t.Run("idempotency key", func(t *testing.T) {
+		a := submit(t, c, "echo", "1", client.SubmitOptions{IdempotencyKey: "same"})
+		b := submit(t, c, "echo", "2", client.SubmitOptions{IdempotencyKey: "same"})
+		if b.ID != a.ID {
+			t.Fatalf("second submit: job %s, want %s", b.ID, a.ID)
 		}
 	})
 	t.Run("prefer wait", func(t *testing.T) {
-		s.OnSubmit(func(id string) { s.Succeed(id, "text/plain", []byte("done")) })
-		defer s.OnSubmit(nil)
-		j, err := c.Submit(t.Context(), "echo", strings.NewReader("quick"), client.SubmitOptions{Wait: 1500 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if j.State != client.StateSucceeded || j.Result == nil || j.Result.Size != 4 {
+		j := submit(t, c, "echo", "quick", client.SubmitOptions{Wait: 9500 * time.Millisecond})
+		if j.State != client.StateSucceeded || j.Result == nil || j.Result.Size != 5 {
 			t.Errorf("job %+v", j)
 		}
-		if got := s.Submission(j.ID).Header.Get("Prefer"); got != "wait=2" {
-			t.Errorf("Prefer: %q, want wait=2 (rounded up)", got)
+		mu.Lock()
+		defer mu.Unlock()
+		if got := prefer[len(prefer)-1]; got != "wait=10" {
+			t.Errorf("Prefer: %q, want wait=10 (rounded up)", got)
+		}
+		if slices.ContainsFunc(prefer[:len(prefer)-1], func(p string) bool { return p != "" }) {
+			t.Errorf("Prefer sent without Wait: %q", prefer)
 		}
 	})
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 // Errors the server answers come back as *Problem, whatever their form.
@@ -268,8 +355,7 @@ func TestProblems(t *testing.T) {
 }
 
 func TestAdmissionAndAuth(t *testing.T) {
-	s, c := newFake(t, "secret")
-	s.AddQueue("small", 1, 1)
+	srv, c := newServer(t, "secret", engine.Queue{Name: "small", MaxQueued: 1})
 	cases := []struct {
 		name   string
 		c      *client.Client
@@ -278,8 +364,8 @@ func TestAdmissionAndAuth(t *testing.T) {
 		retry  time.Duration
 	}{
 		{"unknown queue", c, "nope", 404, 0},
-		{"no token", client.New(s.URL, ""), "echo", 401, 0},
-		{"wrong token", client.New(s.URL, "guess"), "echo", 401, 0},
+		{"no token", client.New(srv.URL, ""), "echo", 401, 0},
+		{"wrong token", client.New(srv.URL, "guess"), "echo", 401, 0},
 		{"first fits", c, "small", 0, 0},
 		{"queue full", c, "small", 503, time.Second},
 	}
@@ -303,19 +389,16 @@ func TestAdmissionAndAuth(t *testing.T) {
 }
 
 func TestResult(t *testing.T) {
-	s, c := newFake(t, "")
+	srv, c := newServer(t, "", held, engine.Queue{Name: "steps", Concurrency: 1, Handler: apitest.Steps(2, nil)})
 	ctx := t.Context()
-	submit := func() string {
-		j, err := c.Submit(ctx, "echo", strings.NewReader("in"), client.SubmitOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return j.ID
-	}
-	queued, running, done, failed, canceled := submit(), submit(), submit(), submit(), submit()
-	s.Progress(running, 1, 2, "half")
-	s.Succeed(done, "text/markdown", []byte("# done"))
-	s.Fail(failed, "no pages")
+	queued := submit(t, c, "held", "in", client.SubmitOptions{}).ID
+	running := submit(t, c, "steps", "in", client.SubmitOptions{}).ID
+	srv.Await(t, running, func(j *job.Job) bool { return j.State == job.Running })
+	done := submit(t, c, "echo", "# done", client.SubmitOptions{ContentType: "text/markdown"}).ID
+	failed := submit(t, c, "echo", `{"fail": "no pages"}`, jsonInput).ID
+	wait(t, c, done)
+	wait(t, c, failed)
+	canceled := submit(t, c, "held", "in", client.SubmitOptions{}).ID
 	if _, err := c.Cancel(ctx, canceled); err != nil {
 		t.Fatal(err)
 	}
@@ -324,12 +407,13 @@ func TestResult(t *testing.T) {
 		pending client.State
 		status  int
 		detail  string
+		code    string
 		body    string
 	}{
 		{id: queued, pending: client.StateQueued},
 		{id: running, pending: client.StateRunning},
 		{id: done, body: "# done"},
-		{id: failed, status: 500, detail: "no pages"},
+		{id: failed, status: 500, detail: "no pages", code: "handler_error"},
 		{id: canceled, status: 409},
 		{id: "nope", status: 404},
 	}
@@ -343,7 +427,7 @@ func TestResult(t *testing.T) {
 			}
 		case tc.status != 0:
 			p, ok := errors.AsType[*client.Problem](err)
-			if !ok || p.Status != tc.status || !strings.Contains(p.Detail, tc.detail) || errors.Is(err, client.ErrPending) {
+			if !ok || p.Status != tc.status || !strings.Contains(p.Detail, tc.detail) || p.Code != tc.code || errors.Is(err, client.ErrPending) {
 				t.Errorf("%s: %v, want %d %q", tc.id, err, tc.status, tc.detail)
 			}
 		default:
@@ -360,11 +444,12 @@ func TestResult(t *testing.T) {
 }
 
 func TestArtifacts(t *testing.T) {
-	s, c := newFake(t, "")
+	_, c := newServer(t, "")
 	ctx := t.Context()
-	j, _ := c.Submit(ctx, "echo", nil, client.SubmitOptions{})
-	s.AddArtifact(j.ID, "page-001.png", "image/png", []byte("png1"))
-	s.AddArtifact(j.ID, "page 2.png", "image/png", []byte("png22"))
+	j := submit(t, c, "echo", `{"artifacts": {"page-2.png": "png22", "page-001.png": "png1"}}`, jsonInput)
+	if j = wait(t, c, j.ID); j.State != client.StateSucceeded || j.Artifacts != 2 {
+		t.Fatalf("job %+v", j)
+	}
 	list, err := c.Artifacts(ctx, j.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +457,7 @@ func TestArtifacts(t *testing.T) {
 	if len(list) != 2 || list[0] != (client.Artifact{Name: "page-001.png", ContentType: "image/png", Size: 4, URL: "/v1/jobs/" + j.ID + "/artifacts/page-001.png"}) || list[1].Size != 5 {
 		t.Fatalf("artifacts %+v", list)
 	}
-	ctype, body, err := c.Artifact(ctx, j.ID, "page 2.png")
+	ctype, body, err := c.Artifact(ctx, j.ID, "page-2.png")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,18 +466,28 @@ func TestArtifacts(t *testing.T) {
 	if string(b) != "png22" || ctype != "image/png" {
 		t.Errorf("artifact %q (%s)", b, ctype)
 	}
-	if _, _, err := c.Artifact(ctx, j.ID, "../etc/passwd"); !client.IsNotFound(err) {
+	if _, _, err := c.Artifact(ctx, j.ID, "page-3.png"); !client.IsNotFound(err) {
 		t.Errorf("unknown artifact: %v", err)
+	}
+	// The name goes as one path segment, "/" included, and the server
+	// refuses it as a name: it never reaches another path.
+	if _, _, err := c.Artifact(ctx, j.ID, "../etc/passwd"); !isStatus(err, 400) {
+		t.Errorf("name with slashes: %v, want 400", err)
 	}
 	if _, err := c.Artifacts(ctx, "nope"); !client.IsNotFound(err) {
 		t.Errorf("unknown job: %v", err)
 	}
 }
 
+func isStatus(err error, status int) bool {
+	p, ok := errors.AsType[*client.Problem](err)
+	return ok && p.Status == status
+}
+
 func TestCancelRetryDelete(t *testing.T) {
-	s, c := newFake(t, "")
+	_, c := newServer(t, "", held)
 	ctx := t.Context()
-	j, _ := c.Submit(ctx, "echo", nil, client.SubmitOptions{})
+	j := submit(t, c, "held", "", client.SubmitOptions{})
 	status := func(err error) int {
 		if p, ok := errors.AsType[*client.Problem](err); ok {
 			return p.Status
@@ -427,27 +522,26 @@ func TestCancelRetryDelete(t *testing.T) {
 			t.Fatalf("%s: state %s, want %s", st.name, got.State, st.state)
 		}
 	}
-	_ = s
 }
 
 func TestList(t *testing.T) {
-	s, c := newFake(t, "")
-	ctx := t.Context()
-	s.AddQueue("other", 2, 0)
+	_, c := newServer(t, "", engine.Queue{Name: "other"})
+	// Jobs 0, 2 and 4 go to echo: 0 fails, 2 succeeds and 4 waits for its
+	// delay; 1 and 3 stay queued in other, which has no workers.
+	inputs := []string{`{"fail": "x"}`, `{}`, `{}`, `{}`, `{}`}
 	var ids []string
-	for i := range 5 {
-		q, labels := "echo", map[string]string{"n": string(rune('a' + i))}
+	for i, in := range inputs {
+		q, o := "echo", client.SubmitOptions{ContentType: "application/json", Labels: map[string]string{"n": string(rune('a' + i))}}
 		if i%2 == 1 {
-			q, labels["odd"] = "other", "yes"
+			q, o.Labels["odd"] = "other", "yes"
 		}
-		j, err := c.Submit(ctx, q, nil, client.SubmitOptions{Labels: labels})
-		if err != nil {
-			t.Fatal(err)
+		if i == 4 {
+			o.Delay = time.Hour
 		}
-		ids = append(ids, j.ID)
+		ids = append(ids, submit(t, c, q, in, o).ID)
 	}
-	s.Fail(ids[0], "x")
-	s.Succeed(ids[2], "text/plain", nil)
+	wait(t, c, ids[0])
+	wait(t, c, ids[2])
 	ids0, ids1, ids2, ids3, ids4 := ids[0], ids[1], ids[2], ids[3], ids[4]
 	cases := []struct {
 		name string
@@ -463,7 +557,7 @@ func TestList(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := c.List(ctx, tc.o)
+			l, err := c.List(t.Context(), tc.o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -480,7 +574,7 @@ func TestList(t *testing.T) {
 		var got []string
 		o := client.ListOptions{Limit: 2}
 		for {
-			l, err := c.List(ctx, o)
+			l, err := c.List(t.Context(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -489,6 +583,9 @@ func TestList(t *testing.T) {
 			}
 			if l.NextCursor == "" {
 				break
+			}
+			if len(got) > len(ids) {
+				t.Fatalf("paging does not end: %v", got)
 			}
 			o.Cursor = l.NextCursor
 		}
@@ -499,14 +596,14 @@ func TestList(t *testing.T) {
 }
 
 func TestQueues(t *testing.T) {
-	s, c := newFake(t, "")
+	// One worker, held by its first job: the second stays queued.
+	srv, c := newServer(t, "", engine.Queue{Name: "pdf", Concurrency: 1, MaxQueued: 100, Handler: apitest.Steps(1, nil)})
 	ctx := t.Context()
-	s.AddQueue("pdf", 4, 100)
-	j, _ := c.Submit(ctx, "pdf", nil, client.SubmitOptions{})
-	c.Submit(ctx, "pdf", nil, client.SubmitOptions{})
-	s.Progress(j.ID, 1, 0, "")
+	j := submit(t, c, "pdf", "", client.SubmitOptions{})
+	srv.Await(t, j.ID, func(j *job.Job) bool { return j.State == job.Running })
+	submit(t, c, "pdf", "", client.SubmitOptions{})
 	q, err := c.Pause(ctx, "pdf")
-	if err != nil || !q.Paused || q.Name != "pdf" {
+	if err != nil || !q.Paused || q.Name != "pdf" || q.Counts.Running != 1 {
 		t.Fatalf("pause: %+v, %v", q, err)
 	}
 	qs, err := c.Queues(ctx)
@@ -514,8 +611,8 @@ func TestQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []client.Queue{
-		{Name: "echo", Concurrency: 1},
-		{Name: "pdf", Concurrency: 4, Paused: true, MaxQueued: 100, Counts: client.QueueCounts{Queued: 1, Running: 1}},
+		{Name: "echo", Concurrency: 4, MaxAttempts: 3, Retention: "24h0m0s"},
+		{Name: "pdf", Concurrency: 1, Paused: true, MaxQueued: 100, MaxAttempts: 1, Retention: "24h0m0s", Counts: client.QueueCounts{Queued: 1, Running: 1}},
 	}
 	if !slices.Equal(qs, want) {
 		t.Errorf("queues %+v, want %+v", qs, want)
@@ -531,28 +628,33 @@ func TestQueues(t *testing.T) {
 // Wait follows a job through its versions with long polls and hands each
 // new one to progress, ending with the final state.
 func TestWait(t *testing.T) {
-	s, c := newFake(t, "")
-	s.OnSubmit(func(id string) {
-		for i := range int64(5) {
-			time.Sleep(20 * time.Millisecond)
-			s.Progress(id, i+1, 5, "step")
-		}
-		s.Succeed(id, "text/plain", []byte("ok"))
-	})
-	j, err := c.Submit(t.Context(), "echo", nil, client.SubmitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The handler takes each step only once Wait has shown the previous
+	// one, so that none is coalesced away.
+	next := make(chan struct{}, 5)
+	_, c := newServer(t, "", held, engine.Queue{Name: "steps", Concurrency: 1, Handler: apitest.Steps(5, next)})
+	j := submit(t, c, "steps", "", client.SubmitOptions{})
 	var seen []*client.Job
+	var steps []int64
 	start := time.Now()
-	final, err := c.Wait(t.Context(), j.ID, func(j *client.Job) { seen = append(seen, j) })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	final, err := c.Wait(ctx, j.ID, func(j *client.Job) {
+		seen = append(seen, j)
+		if j.State == client.StateRunning && j.Progress.Current > 0 {
+			steps = append(steps, j.Progress.Current)
+			next <- struct{}{}
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if final.State != client.StateSucceeded || final.Progress.Current != 5 {
 		t.Fatalf("final %+v", final)
 	}
-	if len(seen) < 3 || seen[len(seen)-1].Version != final.Version {
+	if !slices.Equal(steps, []int64{1, 2, 3, 4, 5}) {
+		t.Errorf("steps seen %v", steps)
+	}
+	if len(seen) < 6 || seen[len(seen)-1].Version != final.Version {
 		t.Fatalf("progress called %d times, last %+v", len(seen), seen[len(seen)-1])
 	}
 	for i := 1; i < len(seen); i++ {
@@ -565,15 +667,14 @@ func TestWait(t *testing.T) {
 	}
 
 	t.Run("context ends first", func(t *testing.T) {
-		s.OnSubmit(nil)
-		j, _ := c.Submit(t.Context(), "echo", nil, client.SubmitOptions{})
+		j := submit(t, c, "held", "", client.SubmitOptions{})
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
 		if _, err := c.Wait(ctx, j.ID, nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err %v", err)
 		}
-		if got, _ := s.Job(j.ID); got.State != client.StateQueued {
-			t.Errorf("the job was touched: %s", got.State)
+		if got, err := c.Get(t.Context(), j.ID); err != nil || got.State != client.StateQueued {
+			t.Errorf("the job was touched: %+v, %v", got, err)
 		}
 	})
 	t.Run("unknown job", func(t *testing.T) {
@@ -608,20 +709,14 @@ func TestWaitRetriesUnavailable(t *testing.T) {
 }
 
 // patternReader produces size bytes of a known pattern without holding
-// them, and checks that the client never reads far ahead of what the server
-// has received.
+// them.
 type patternReader struct {
 	off, size int64
-	received  *atomic.Int64
-	maxAhead  atomic.Int64
 }
 
 func (r *patternReader) Read(p []byte) (int, error) {
 	if r.off >= r.size {
 		return 0, io.EOF
-	}
-	if ahead := r.off - r.received.Load(); ahead > r.maxAhead.Load() {
-		r.maxAhead.Store(ahead)
 	}
 	n := int(min(int64(len(p)), r.size-r.off, 64<<10))
 	copy(p, pattern[r.off%251:][:n])
@@ -639,47 +734,17 @@ var pattern = func() []byte {
 	return b
 }()
 
-// A 50 MiB input goes through the client as a stream: the heap stays small
-// and the client stays close behind the server.
+// A 50 MiB input goes through the client as a stream, and arrives whole.
+// The server runs in this process and spools uploads to disk as they
+// arrive, so the heap stays small only if the client streams too.
 func TestSubmitStreams(t *testing.T) {
 	const size = 50 << 20
+	// Bodies are limited as in production, with room for this one.
+	srv := apitest.Start(t, apitest.Options{Queues: []engine.Queue{held}, MaxBody: 64 << 20})
+	c := client.New(srv.URL, "")
 	for _, mp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "raw", true: "multipart"}[mp], func(t *testing.T) {
-			var received atomic.Int64
-			var bad atomic.Value
-			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				var in io.Reader = r.Body
-				if mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "multipart/form-data" {
-					part, err := multipart.NewReader(r.Body, params["boundary"]).NextPart()
-					if err != nil || part.FormName() != "file" || part.FileName() != "big.bin" {
-						bad.Store("no file part")
-						return
-					}
-					in = part
-				}
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := in.Read(buf)
-					if !bytes.Equal(buf[:n], pattern[received.Load()%251:][:n]) {
-						bad.Store("corrupt input")
-						return
-					}
-					received.Add(int64(n))
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						bad.Store(err.Error())
-						return
-					}
-				}
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusAccepted)
-				io.WriteString(w, `{"id":"big","state":"queued","version":1}`)
-			}))
-			defer hs.Close()
-
-			src := &patternReader{size: size, received: &received}
+			src := &patternReader{size: size}
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
@@ -703,26 +768,47 @@ func TestSubmitStreams(t *testing.T) {
 					}
 				}
 			})
-			j, err := client.New(hs.URL, "").Submit(t.Context(), "big", src, client.SubmitOptions{Multipart: mp, Filename: "big.bin"})
+			j, err := c.Submit(t.Context(), "held", src, client.SubmitOptions{Multipart: mp, Filename: "big.bin"})
 			close(stop)
 			wg.Wait()
-			if err != nil || j.ID != "big" {
+			if err != nil {
 				t.Fatalf("submit: %v", err)
 			}
-			if v := bad.Load(); v != nil {
-				t.Fatal(v)
+			want := client.Blob{ContentType: "application/octet-stream", Size: size}
+			if mp {
+				want.Filename = "big.bin" // a raw body has no place for one
 			}
-			if received.Load() != size {
-				t.Fatalf("server received %d bytes, want %d", received.Load(), size)
+			if j.Input != want {
+				t.Errorf("input %+v, want %+v", j.Input, want)
 			}
 			grew := int64(peak.Load()) - int64(base)
-			t.Logf("heap grew by %d KiB; the client read at most %d KiB ahead", grew>>10, src.maxAhead.Load()>>10)
+			t.Logf("heap grew by %d KiB", grew>>10)
 			if grew > 20<<20 {
 				t.Errorf("heap grew by %d MiB during the upload", grew>>20)
 			}
-			// Socket buffers on loopback can hold a few MiB.
-			if a := src.maxAhead.Load(); a > 16<<20 {
-				t.Errorf("the client read %d KiB ahead of the server", a>>10)
+			// What was stored is what was read, byte for byte.
+			rc, err := srv.Engine.Store().OpenInput(t.Context(), j.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			var off int64
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := io.ReadFull(rc, buf)
+				if !bytes.Equal(buf[:n], pattern[off%251:][:n]) {
+					t.Fatalf("stored input differs from the sent one within %d bytes from offset %d", n, off)
+				}
+				off += int64(n)
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if off != size {
+				t.Fatalf("stored %d bytes, want %d", off, size)
 			}
 		})
 	}
@@ -732,27 +818,31 @@ func TestSubmitStreams(t *testing.T) {
 // that an oversized one can be refused before it is sent.
 func TestSubmitContentLength(t *testing.T) {
 	lengths := make(chan int64, 1)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lengths <- r.ContentLength
-		io.Copy(io.Discard, r.Body)
-		io.WriteString(w, `{"id":"a","state":"queued"}`)
-	}))
-	defer hs.Close()
-	c := client.New(hs.URL, "")
+	srv := apitest.Start(t, apitest.Options{Queues: []engine.Queue{held}, Observe: func(r *http.Request) {
+		if r.Method == http.MethodPost {
+			lengths <- r.ContentLength
+		}
+	}})
+	c := client.New(srv.URL, "")
 	for _, tc := range []struct {
 		body io.Reader
 		want int64
+		size int64
 	}{
-		{bytes.NewReader([]byte("12345")), 5},
-		{strings.NewReader(""), 0},
-		{nil, 0},
-		{io.LimitReader(strings.NewReader("abc"), 3), -1},
+		{bytes.NewReader([]byte("12345")), 5, 5},
+		{strings.NewReader(""), 0, 0},
+		{nil, 0, 0},
+		{io.LimitReader(strings.NewReader("abc"), 3), -1, 3},
 	} {
-		if _, err := c.Submit(t.Context(), "q", tc.body, client.SubmitOptions{}); err != nil {
+		j, err := c.Submit(t.Context(), "held", tc.body, client.SubmitOptions{})
+		if err != nil {
 			t.Fatal(err)
 		}
 		if got := <-lengths; got != tc.want {
 			t.Errorf("%T: Content-Length %d, want %d", tc.body, got, tc.want)
+		}
+		if j.Input.Size != tc.size {
+			t.Errorf("%T: stored %d bytes, want %d", tc.body, j.Input.Size, tc.size)
 		}
 	}
 }

@@ -7,27 +7,27 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/docket/docket/client"
-	"github.com/docket/docket/client/clienttest"
+	"github.com/docket/docket/internal/apitest"
 )
 
 // Submit work, follow it to its end, and read the result.
 func Example() {
-	// A stand-in for a docket server; its "worker" reports two steps.
-	srv := clienttest.NewServer("")
+	// A docket server for the example, with its "echo" queue: a job
+	// returns its input, after the progress steps the input asks for.
+	srv, err := apitest.New(apitest.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer srv.Close()
-	srv.OnSubmit(func(id string) {
-		srv.Progress(id, 1, 2, "page 1")
-		srv.Progress(id, 2, 2, "page 2")
-		srv.Succeed(id, "text/markdown", []byte("# Scanned\n"))
-	})
 
 	ctx := context.Background()
-	c := client.New(srv.URL, "") // a real server: client.New("http://127.0.0.1:8080", os.Getenv("DOCKET_TOKEN"))
-	job, err := c.Submit(ctx, "echo", strings.NewReader("%PDF-1.7 ..."), client.SubmitOptions{
-		ContentType: "application/pdf",
-		Filename:    "scan.pdf",
+	c := client.New(srv.URL, "") // for your server: client.New("http://127.0.0.1:8080", os.Getenv("DOCKET_TOKEN"))
+	job, err := c.Submit(ctx, "echo", strings.NewReader(`{"steps": 2}`), client.SubmitOptions{
+		ContentType: "application/json",
 		Labels:      map[string]string{"customer": "acme"},
 	})
 	if err != nil {
@@ -53,24 +53,31 @@ func Example() {
 	io.Copy(os.Stdout, body)
 	// Output:
 	// succeeded 2 of 2
-	// text/markdown
-	// # Scanned
+	// application/json
+	// {"steps": 2}
 }
 
-// Result tells a job still running from one that failed.
+// Result tells a job still to run from one that failed.
 func ExampleClient_Result() {
-	srv := clienttest.NewServer("")
+	srv, err := apitest.New(apitest.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer srv.Close()
 	ctx := context.Background()
 	c := client.New(srv.URL, "")
-	job, _ := c.Submit(ctx, "echo", strings.NewReader("{}"), client.SubmitOptions{ContentType: "application/json"})
 
-	_, _, err := c.Result(ctx, job.ID)
+	// Not to run before a minute from now.
+	job, _ := c.Submit(ctx, "echo", strings.NewReader("{}"), client.SubmitOptions{ContentType: "application/json", Delay: time.Minute})
+	_, _, err = c.Result(ctx, job.ID)
 	if pe, ok := errors.AsType[*client.PendingError](err); ok {
 		fmt.Println("pending; ask again in", pe.RetryAfter)
 	}
 
-	srv.Fail(job.ID, "tesseract: no pages")
+	// The echo queue fails the jobs that ask it to.
+	job, _ = c.Submit(ctx, "echo", strings.NewReader(`{"fail": "tesseract: no pages"}`), client.SubmitOptions{ContentType: "application/json"})
+	c.Wait(ctx, job.ID, nil)
 	_, _, err = c.Result(ctx, job.ID)
 	var p *client.Problem
 	if errors.As(err, &p) {

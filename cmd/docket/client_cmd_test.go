@@ -5,24 +5,46 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/docket/docket/client"
-	"github.com/docket/docket/client/clienttest"
+	"github.com/docket/docket/internal/api"
+	"github.com/docket/docket/internal/apitest"
+	"github.com/docket/docket/internal/engine"
+	"github.com/docket/docket/internal/job"
 )
 
+// idPattern matches a job id: a UUIDv7.
+const idPattern = `[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}`
+
+var idRE = regexp.MustCompile(idPattern)
+
 // runCLI runs the command line against srv and returns its output.
-func runCLI(ctx context.Context, t *testing.T, srv *clienttest.Server, args ...string) (stdout, stderr string, err error) {
+func runCLI(ctx context.Context, t *testing.T, srv *apitest.Server, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	args = append(args, "--server", srv.URL)
 	err = run(ctx, args, &out, &errOut)
 	return out.String(), errOut.String(), err
+}
+
+// watched keeps what a command writes and shows each write to onWrite as
+// it comes: the progress view writes a line at a time.
+type watched struct {
+	bytes.Buffer
+	onWrite func(string)
+}
+
+func (w *watched) Write(p []byte) (int, error) {
+	w.onWrite(string(p))
+	return w.Buffer.Write(p)
 }
 
 func withStdin(t *testing.T, s string) {
@@ -31,28 +53,47 @@ func withStdin(t *testing.T, s string) {
 	t.Cleanup(func() { stdin = old })
 }
 
-// echoWorker makes srv run every job like the demo queue: steps of
-// progress, then the input as the result.
-func echoWorker(srv *clienttest.Server, steps int64) {
-	srv.OnSubmit(func(id string) {
-		for i := range steps {
-			time.Sleep(5 * time.Millisecond)
-			srv.Progress(id, i+1, steps, "step")
-		}
-		sub := srv.Submission(id)
-		srv.Succeed(id, sub.ContentType, sub.Input)
-	})
+// admin is a token that may do anything.
+var admin = map[string]apitest.Token{"s3cret": {Owner: "alice", Scopes: []string{api.ScopeAdmin}}}
+
+// held is a queue without workers: its jobs stay queued.
+var held = engine.Queue{Name: "held"}
+
+// steps is a queue whose jobs run apitest.Steps(total, next).
+func steps(total int64, next <-chan struct{}) engine.Queue {
+	return engine.Queue{Name: "steps", Concurrency: 1, Handler: apitest.Steps(total, next)}
 }
 
+func submit(t *testing.T, c *client.Client, queue, body string, o client.SubmitOptions) *client.Job {
+	t.Helper()
+	j, err := c.Submit(t.Context(), queue, strings.NewReader(body), o)
+	if err != nil {
+		t.Fatalf("submit to %s: %v", queue, err)
+	}
+	return j
+}
+
+func isDone(j *job.Job) bool    { return j.State.Terminal() }
+func isRunning(j *job.Job) bool { return j.State == job.Running }
+
+var jsonInput = client.SubmitOptions{ContentType: "application/json"}
+
 func TestSubmitWaitWritesResult(t *testing.T) {
-	srv := clienttest.NewServer("")
-	defer srv.Close()
-	echoWorker(srv, 3)
+	// The job takes each step once the command has shown the previous one.
+	next := make(chan struct{}, 3)
+	srv := apitest.Start(t, apitest.Options{Queues: []engine.Queue{steps(3, next)}})
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.json")
 	os.WriteFile(in, []byte(`{"hello": "docket"}`), 0o644)
 	out := filepath.Join(dir, "out.json")
-	stdout, stderr, err := runCLI(t.Context(), t, srv, "submit", "echo", in, "--wait", "-o", out, "--label", "a=b")
+	var stdout bytes.Buffer
+	stepLine := regexp.MustCompile(` running \d/3 `)
+	stderr := &watched{onWrite: func(s string) {
+		if stepLine.MatchString(s) {
+			next <- struct{}{}
+		}
+	}}
+	err := run(t.Context(), []string{"submit", "steps", in, "--wait", "-o", out, "--label", "a=b", "--server", srv.URL}, &stdout, stderr)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
@@ -60,12 +101,21 @@ func TestSubmitWaitWritesResult(t *testing.T) {
 	if err != nil || string(got) != `{"hello": "docket"}` {
 		t.Fatalf("result %q, %v", got, err)
 	}
-	if stdout != "" {
-		t.Errorf("stdout %q, want nothing: the result went to the file", stdout)
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q, want nothing: the result went to the file", stdout.String())
 	}
 	// Not a terminal: one line per change, ending with the final state.
-	if !regexp.MustCompile(`job-\d+ running \d/3 \d+% step\n`).MatchString(stderr) || !strings.HasSuffix(stderr, " succeeded\n") {
+	id := idRE.FindString(stderr.String())
+	for _, line := range []string{"running 1/3 33% step 1 of 3", "running 2/3 67% step 2 of 3", "running 3/3 100% step 3 of 3"} {
+		if !strings.Contains(stderr.String(), id+" "+line+"\n") {
+			t.Errorf("no line %q:\n%s", line, stderr)
+		}
+	}
+	if !strings.HasSuffix(stderr.String(), id+" succeeded\n") {
 		t.Errorf("progress lines:\n%s", stderr)
+	}
+	if j := srv.Job(t, id); j.Labels["a"] != "b" || j.Input.ContentType != "application/json" {
+		t.Errorf("stored %+v", j)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 		t.Errorf("left behind: %v", entries)
@@ -81,8 +131,15 @@ func TestSubmitWaitWritesResult(t *testing.T) {
 }
 
 func TestSubmitPrintsID(t *testing.T) {
-	srv := clienttest.NewServer("")
-	defer srv.Close()
+	var mu sync.Mutex
+	var length int64 // the last submit's Content-Length; -1 when not sent
+	srv := apitest.Start(t, apitest.Options{Observe: func(r *http.Request) {
+		if r.Method == http.MethodPost {
+			mu.Lock()
+			length = r.ContentLength
+			mu.Unlock()
+		}
+	}})
 	dir := t.TempDir()
 	files := map[string]string{"a.json": `{}`, "notes.unknownext": "plain words", "blob.unknownext": "\x00\x01\x02"}
 	for name, content := range files {
@@ -92,34 +149,41 @@ func TestSubmitPrintsID(t *testing.T) {
 		name  string
 		args  []string
 		stdin string
-		check func(t *testing.T, sub clienttest.Submission)
+		// check gets the job as stored, its input and the Content-Length sent.
+		check func(t *testing.T, j *job.Job, input string, length int64)
 	}{
-		{"type from extension", []string{"echo", filepath.Join(dir, "a.json")}, "", func(t *testing.T, sub clienttest.Submission) {
-			if sub.ContentType != "application/json" || string(sub.Input) != "{}" {
-				t.Errorf("%+v", sub)
+		{"type from extension", []string{"echo", filepath.Join(dir, "a.json")}, "", func(t *testing.T, j *job.Job, input string, length int64) {
+			if j.Input.ContentType != "application/json" || input != "{}" {
+				t.Errorf("%+v %q", j.Input, input)
 			}
 		}},
-		{"type sniffed", []string{"echo", filepath.Join(dir, "notes.unknownext")}, "", func(t *testing.T, sub clienttest.Submission) {
-			if sub.ContentType != "text/plain; charset=utf-8" || string(sub.Input) != "plain words" || sub.Header.Get("Content-Length") != "11" {
-				t.Errorf("%+v", sub)
+		{"type sniffed", []string{"echo", filepath.Join(dir, "notes.unknownext")}, "", func(t *testing.T, j *job.Job, input string, length int64) {
+			if j.Input.ContentType != "text/plain; charset=utf-8" || input != "plain words" || length != 11 {
+				t.Errorf("%+v %q, Content-Length %d", j.Input, input, length)
 			}
 		}},
-		{"binary sniffed", []string{"echo", filepath.Join(dir, "blob.unknownext")}, "", func(t *testing.T, sub clienttest.Submission) {
-			if sub.ContentType != "application/octet-stream" || sub.Size != 3 {
-				t.Errorf("%+v", sub)
+		{"binary sniffed", []string{"echo", filepath.Join(dir, "blob.unknownext")}, "", func(t *testing.T, j *job.Job, input string, length int64) {
+			if j.Input.ContentType != "application/octet-stream" || j.Input.Size != 3 {
+				t.Errorf("%+v", j.Input)
 			}
 		}},
-		{"stdin", []string{"echo", "-"}, "<b>html?</b>", func(t *testing.T, sub clienttest.Submission) {
-			if sub.ContentType != "application/octet-stream" || string(sub.Input) != "<b>html?</b>" {
-				t.Errorf("%+v", sub)
+		{"stdin", []string{"echo", "-"}, "<b>html?</b>", func(t *testing.T, j *job.Job, input string, length int64) {
+			if j.Input.ContentType != "application/octet-stream" || input != "<b>html?</b>" {
+				t.Errorf("%+v %q", j.Input, input)
 			}
 		}},
 		{"options", []string{"--priority", "3", "echo", "--label", "a=b", "--label", "c:d", "--unique", "--idempotency-key", "k",
-			"--delay", "1m", "--timeout", "30s", "--max-attempts", "2", "--content-type", "text/csv", "--multipart"}, "x,y", func(t *testing.T, sub clienttest.Submission) {
-			want := "delay=1m0s&label=a%3Ab&label=c%3Ad&max_attempts=2&priority=3&timeout=30s&unique=true"
-			if q := sub.Query.Encode(); q != want || sub.Header.Get("Idempotency-Key") != "k" || !sub.Multipart ||
-				sub.ContentType != "text/csv" || string(sub.Input) != "x,y" {
-				t.Errorf("query %s\n%+v", q, sub)
+			"--delay", "1m", "--timeout", "30s", "--max-attempts", "2", "--content-type", "text/csv", "--multipart"}, "x,y", func(t *testing.T, j *job.Job, input string, length int64) {
+			if j.Priority != 3 || len(j.Labels) != 2 || j.Labels["a"] != "b" || j.Labels["c"] != "d" || !j.Unique || j.IdempotencyKey != "k" ||
+				j.Timeout != 30*time.Second || j.MaxAttempts != 2 {
+				t.Errorf("options not applied: %+v", j)
+			}
+			if d := j.RunAt.Sub(j.CreatedAt); d < 59*time.Second || d > 61*time.Second {
+				t.Errorf("run_at %v after creation, want 1m", d)
+			}
+			// Sent as a form's file part, named "input" for want of a file.
+			if j.Input.ContentType != "text/csv" || j.Input.Name != "input" || input != "x,y" {
+				t.Errorf("%+v %q", j.Input, input)
 			}
 		}},
 	}
@@ -130,33 +194,35 @@ func TestSubmitPrintsID(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, stderr)
 			}
-			id := strings.TrimSpace(stdout)
-			if !strings.HasPrefix(id, "job-") || strings.Contains(id, "\n") {
+			id := strings.TrimSuffix(stdout, "\n")
+			if !regexp.MustCompile("^" + idPattern + "$").MatchString(id) {
 				t.Fatalf("stdout %q, want the id alone", stdout)
 			}
 			if !strings.Contains(stderr, srv.URL+"/v1/jobs/"+id) {
 				t.Errorf("stderr %q lacks the status URL", stderr)
 			}
-			tc.check(t, srv.Submission(id))
+			mu.Lock()
+			n := length
+			mu.Unlock()
+			tc.check(t, srv.Job(t, id), string(srv.Input(t, id)), n)
 		})
 	}
 }
 
 func TestJobsLs(t *testing.T) {
-	srv := clienttest.NewServer("")
-	defer srv.Close()
+	next := make(chan struct{}, 2)
+	srv := apitest.Start(t, apitest.Options{Queues: []engine.Queue{held, steps(17, next)}})
 	ctx := t.Context()
 	c := client.New(srv.URL, "")
-	var ids []string
-	for range 3 {
-		j, err := c.Submit(ctx, "echo", nil, client.SubmitOptions{Labels: map[string]string{"k": "v"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, j.ID)
-	}
-	srv.Progress(ids[1], 3, 17, "page 3")
-	srv.Fail(ids[0], "x")
+	labels := map[string]string{"k": "v"}
+	// Newest first: queued, running at step 3 of 17, failed.
+	failed := submit(t, c, "echo", `{"fail": "x"}`, client.SubmitOptions{ContentType: "application/json", Labels: labels}).ID
+	srv.Await(t, failed, isDone)
+	running := submit(t, c, "steps", "", client.SubmitOptions{Labels: labels}).ID
+	next <- struct{}{}
+	next <- struct{}{}
+	srv.Await(t, running, func(j *job.Job) bool { return j.Progress.Current == 3 })
+	queued := submit(t, c, "held", "", client.SubmitOptions{Labels: labels}).ID
 
 	stdout, stderr, err := runCLI(ctx, t, srv, "jobs", "ls")
 	if err != nil {
@@ -165,9 +231,9 @@ func TestJobsLs(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	want := []string{
 		`ID +QUEUE +STATE +PROGRESS +AGE`,
-		ids[2] + ` +echo +queued +- +\d+s`,
-		ids[1] + ` +echo +running +3/17 18% +\d+s`,
-		ids[0] + ` +echo +failed +- +\d+s`,
+		queued + ` +held +queued +- +\d+s`,
+		running + ` +steps +running +3/17 18% +\d+s`,
+		failed + ` +echo +failed +- +\d+s`,
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("table:\n%s", stdout)
@@ -179,11 +245,11 @@ func TestJobsLs(t *testing.T) {
 	}
 
 	stdout, _, _ = runCLI(ctx, t, srv, "jobs", "ls", "--state", "failed,running", "--label", "k=v")
-	if n := strings.Count(stdout, "\n"); n != 3 {
+	if n := strings.Count(stdout, "\n"); n != 3 || strings.Contains(stdout, queued) {
 		t.Errorf("filtered:\n%s", stdout)
 	}
 	stdout, stderr, _ = runCLI(ctx, t, srv, "jobs", "ls", "--limit", "2")
-	if n := strings.Count(stdout, "\n"); n != 3 || !strings.Contains(stderr, "--cursor 2") {
+	if n := strings.Count(stdout, "\n"); n != 3 || !strings.Contains(stderr, "--cursor "+running) {
 		t.Errorf("first page:\n%s\n%s", stdout, stderr)
 	}
 	stdout, _, _ = runCLI(ctx, t, srv, "jobs", "ls", "--limit", "2", "--all")
@@ -193,14 +259,13 @@ func TestJobsLs(t *testing.T) {
 }
 
 func TestJobsAndQueuesCommands(t *testing.T) {
-	srv := clienttest.NewServer("s3cret")
-	defer srv.Close()
+	srv := apitest.Start(t, apitest.Options{Tokens: admin})
 	t.Setenv("DOCKET_TOKEN", "s3cret")
 	ctx := t.Context()
 	c := client.New(srv.URL, "s3cret")
-	j, _ := c.Submit(ctx, "echo", strings.NewReader("in"), client.SubmitOptions{})
-	srv.AddArtifact(j.ID, "page-1.png", "image/png", []byte("png"))
-	srv.Succeed(j.ID, "text/plain", []byte("the result"))
+	const input = `{"artifacts": {"page-1.png": "png"}}`
+	j := submit(t, c, "echo", input, jsonInput)
+	srv.Await(t, j.ID, isDone)
 	out := filepath.Join(t.TempDir(), "page.png")
 	cases := []struct {
 		args []string
@@ -208,19 +273,19 @@ func TestJobsAndQueuesCommands(t *testing.T) {
 	}{
 		{[]string{"jobs", "get", j.ID}, `(?s)^\{\n  "id": "` + j.ID + `",.*"state": "succeeded"`},
 		{[]string{"jobs", "wait", j.ID}, `^` + j.ID + ` succeeded\n$`},
-		{[]string{"jobs", "result", j.ID}, `^the result$`},
+		{[]string{"jobs", "result", j.ID}, `^` + regexp.QuoteMeta(input) + `$`},
 		{[]string{"jobs", "artifacts", j.ID}, `(?m)^NAME +TYPE +SIZE\npage-1.png +image/png +3$`},
 		{[]string{"jobs", "artifact", j.ID, "page-1.png", "-o", out}, `^$`},
 		{[]string{"jobs", "retry", j.ID}, `^$`}, // a succeeded job: refused, below
 		{[]string{"queues", "pause", "echo"}, `^echo paused\n$`},
-		{[]string{"queues"}, `(?m)^NAME +STATUS +CONCURRENCY +QUEUED +RUNNING +SUCCEEDED +FAILED +CANCELED\necho +paused +1 +0 +0 +1 +0 +0$`},
+		{[]string{"queues"}, `(?m)^NAME +STATUS +CONCURRENCY +QUEUED +RUNNING +SUCCEEDED +FAILED +CANCELED\necho +paused +4 +0 +0 +1 +0 +0$`},
 		{[]string{"queues", "resume", "echo"}, `^echo resumed\n$`},
 		{[]string{"jobs", "rm", j.ID}, `^$`},
 	}
 	for _, tc := range cases {
 		stdout, stderr, err := runCLI(ctx, t, srv, tc.args...)
 		if len(tc.args) > 1 && tc.args[1] == "retry" {
-			if exitCode(err) != 1 || !strings.Contains(err.Error(), "409 Conflict") {
+			if exitCode(err) != 1 || !strings.Contains(err.Error(), "409 ") || !strings.Contains(err.Error(), "cannot retry a succeeded job") {
 				t.Errorf("retry of a succeeded job: %v", err)
 			}
 			continue
@@ -235,7 +300,11 @@ func TestJobsAndQueuesCommands(t *testing.T) {
 	if b, _ := os.ReadFile(out); string(b) != "png" {
 		t.Errorf("artifact file %q", b)
 	}
-	j2, _ := c.Submit(ctx, "echo", nil, client.SubmitOptions{})
+	if _, err := c.Get(ctx, j.ID); !client.IsNotFound(err) {
+		t.Errorf("after rm: %v", err)
+	}
+	// Not to run for an hour: still queued when canceled.
+	j2 := submit(t, c, "echo", "", client.SubmitOptions{Delay: time.Hour})
 	if stdout, _, err := runCLI(ctx, t, srv, "jobs", "cancel", j2.ID); err != nil || stdout != j2.ID+" canceled\n" {
 		t.Errorf("cancel: %q %v", stdout, err)
 	}
@@ -245,26 +314,25 @@ func TestJobsAndQueuesCommands(t *testing.T) {
 }
 
 func TestClientCommandErrors(t *testing.T) {
-	srv := clienttest.NewServer("s3cret")
-	defer srv.Close()
+	srv := apitest.Start(t, apitest.Options{Tokens: admin, Queues: []engine.Queue{steps(2, nil)}})
 	ctx := t.Context()
 	c := client.New(srv.URL, "s3cret")
-	running, _ := c.Submit(ctx, "echo", nil, client.SubmitOptions{})
-	srv.Progress(running.ID, 1, 2, "")
-	failedJob, _ := c.Submit(ctx, "echo", nil, client.SubmitOptions{})
-	srv.Fail(failedJob.ID, "tesseract crashed")
+	running := submit(t, c, "steps", "", client.SubmitOptions{})
+	srv.Await(t, running.ID, isRunning)
+	failedJob := submit(t, c, "echo", `{"fail": "tesseract crashed"}`, jsonInput)
+	srv.Await(t, failedJob.ID, isDone)
 	cases := []struct {
 		args []string
 		code int
 		want string
 	}{
-		{[]string{"jobs", "get", "nope", "--token", "s3cret"}, 1, "404 Not Found: no job nope"},
-		{[]string{"jobs", "get", "nope"}, 1, "401 Unauthorized: a valid bearer token is required"},
-		{[]string{"queues", "--token", "wrong"}, 1, "401 Unauthorized"},
-		{[]string{"submit", "nope", "--token", "s3cret"}, 1, "submit: 404 Not Found: no queue nope"},
+		{[]string{"jobs", "get", "nope", "--token", "s3cret"}, 1, `404 No such job: no job "nope"`},
+		{[]string{"jobs", "get", "nope"}, 1, "401 Missing or unknown token: send Authorization: Bearer <token>"},
+		{[]string{"queues", "--token", "wrong"}, 1, "401 Missing or unknown token: unknown token"},
+		{[]string{"submit", "nope", "--token", "s3cret"}, 1, `submit: 404 No such queue: no queue named "nope"`},
 		{[]string{"submit", "echo", "/does/not/exist", "--token", "s3cret"}, 1, "no such file"},
 		{[]string{"jobs", "result", running.ID, "--token", "s3cret"}, 1, "is running: no result yet"},
-		{[]string{"jobs", "result", failedJob.ID, "--token", "s3cret"}, 1, "500 Internal Server Error: tesseract crashed"},
+		{[]string{"jobs", "result", failedJob.ID, "--token", "s3cret"}, 1, "500 The job failed: tesseract crashed"},
 		{[]string{"jobs", "wait", failedJob.ID, "--token", "s3cret"}, 1, "failed after 1 attempt(s): tesseract crashed"},
 		{[]string{"jobs", "get"}, 2, "wrong number of arguments"},
 		{[]string{"jobs", "frobnicate"}, 2, `unknown command jobs "frobnicate"`},
@@ -280,9 +348,8 @@ func TestClientCommandErrors(t *testing.T) {
 	if err := run(ctx, []string{"jobs"}, &bytes.Buffer{}, &bytes.Buffer{}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("bare jobs: %v", err)
 	}
-	srv.OnSubmit(func(id string) { srv.Fail(id, "bad input") })
-	withStdin(t, "x")
-	_, _, err := runCLI(ctx, t, srv, "submit", "echo", "--wait", "--token", "s3cret")
+	withStdin(t, `{"fail": "bad input"}`)
+	_, _, err := runCLI(ctx, t, srv, "submit", "echo", "--content-type", "application/json", "--wait", "--token", "s3cret")
 	if exitCode(err) != 1 || !strings.Contains(err.Error(), "bad input") {
 		t.Errorf("submit --wait of a failing job: %v", err)
 	}
@@ -290,28 +357,29 @@ func TestClientCommandErrors(t *testing.T) {
 
 // Ctrl-C while waiting leaves the job alone and tells how to come back.
 func TestSubmitWaitInterrupted(t *testing.T) {
-	srv := clienttest.NewServer("")
-	defer srv.Close()
+	// The job stays running at step 1 of 10.
+	srv := apitest.Start(t, apitest.Options{Queues: []engine.Queue{steps(10, nil)}})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	srv.OnSubmit(func(id string) {
-		srv.Progress(id, 1, 10, "page 1")
-		time.Sleep(50 * time.Millisecond)
-		cancel() // what Ctrl-C does to run's context
-	})
+	// What Ctrl-C does to run's context, once the command shows progress.
+	stderr := &watched{onWrite: func(s string) {
+		if strings.Contains(s, " running 1/10 ") {
+			cancel()
+		}
+	}}
 	withStdin(t, "x")
 	t.Setenv("DOCKET_SERVER", srv.URL)
-	_, stderr, err := runCLI(ctx, t, srv, "submit", "echo", "--wait")
+	err := run(ctx, []string{"submit", "steps", "--wait", "--server", srv.URL}, &bytes.Buffer{}, stderr)
 	if exitCode(err) != 130 {
-		t.Fatalf("exit %d (%v), want 130", exitCode(err), err)
+		t.Fatalf("exit %d (%v), want 130\n%s", exitCode(err), err, stderr)
 	}
-	id := regexp.MustCompile(`job-\d+`).FindString(stderr)
+	id := idRE.FindString(stderr.String())
 	for _, want := range []string{"docket jobs get " + id + " ", "docket jobs result " + id + " -o FILE", "docket jobs wait " + id} {
-		if !strings.Contains(stderr, want) {
+		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
-	if j, _ := srv.Job(id); j.State != client.StateRunning {
+	if j := srv.Job(t, id); j.State != job.Running {
 		t.Errorf("job %s after Ctrl-C, want it left running", j.State)
 	}
 }
