@@ -66,10 +66,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(cfg.Queues) == 0 {
+	// The demo queue runs when no queue is configured, and a configured
+	// queue named echo without a command gets the demo handler too.
+	if q, ok := cfg.Queues["echo"]; len(cfg.Queues) == 0 || ok && len(q.Command) == 0 && q.Concurrency > 0 {
 		d.Handle("echo", echo)
 	}
 	for name, q := range cfg.Queues {
+		if name != "echo" && len(q.Command) == 0 && q.Concurrency > 0 {
+			log.Warn("queue has no command: its jobs are stored for remote workers, none run here", "queue", name, "concurrency", q.Concurrency)
+		}
 		if q.Paused {
 			d.Engine().SetPaused(name, true)
 		}

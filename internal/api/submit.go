@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docket/docket/internal/engine"
@@ -96,6 +97,11 @@ func parseOptions(q url.Values, now time.Time) (options, error) {
 	return o, nil
 }
 
+var spoolBufs = sync.Pool{New: func() any {
+	b := make([]byte, memLimit+1)
+	return &b
+}}
+
 // input is a submitted body, in memory or spooled to a file.
 type input struct {
 	store.Data
@@ -110,14 +116,29 @@ func (in *input) discard() {
 
 // spool reads r into memory up to memLimit and into a temporary file past
 // it, hashing as it goes.
-func (s *Server) spool(r io.Reader, contentType, filename string) (*input, error) {
+// size is the body's length when the client declared it, else -1.
+func (s *Server) spool(r io.Reader, size int64, contentType, filename string) (*input, error) {
 	h := sha256.New()
-	buf := make([]byte, memLimit+1)
+	// A body of known small size gets a buffer of its size (plus one byte
+	// to see the end); others borrow a pooled one, so that small submits
+	// do not allocate and clear 32 KiB each.
+	var buf []byte
+	if size >= 0 && size <= memLimit {
+		buf = make([]byte, size+1)
+	} else {
+		pb := spoolBufs.Get().(*[]byte)
+		defer spoolBufs.Put(pb)
+		buf = *pb
+	}
 	n, err := io.ReadFull(r, buf)
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		h.Write(buf[:n])
-		return &input{Data: store.Data{Blob: job.Blob{ContentType: contentType, Name: filename, Size: int64(n)}, Bytes: buf[:n]},
+		data := buf[:n:n]
+		if len(buf) == memLimit+1 {
+			data = bytes.Clone(buf[:n]) // the pooled buffer goes back
+		}
+		return &input{Data: store.Data{Blob: job.Blob{ContentType: contentType, Name: filename, Size: int64(n)}, Bytes: data},
 			digest: hex.EncodeToString(h.Sum(nil))}, nil
 	case err != nil:
 		return nil, err
@@ -126,12 +147,12 @@ func (s *Server) spool(r io.Reader, contentType, filename string) (*input, error
 	if err != nil {
 		return nil, fmt.Errorf("spool upload: %w", err)
 	}
-	size, err := io.Copy(io.MultiWriter(f, h), io.MultiReader(bytes.NewReader(buf), r))
+	written, err := io.Copy(io.MultiWriter(f, h), io.MultiReader(bytes.NewReader(buf[:n]), r))
 	if err = errors.Join(err, f.Close()); err != nil {
 		os.Remove(f.Name())
 		return nil, err
 	}
-	return &input{Data: store.Data{Blob: job.Blob{ContentType: contentType, Name: filename, Size: size}, Path: f.Name()},
+	return &input{Data: store.Data{Blob: job.Blob{ContentType: contentType, Name: filename, Size: written}, Path: f.Name()},
 		digest: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
@@ -183,14 +204,14 @@ func (s *Server) readInput(w http.ResponseWriter, r *http.Request) (*input, *pro
 			if pct == "" {
 				pct = "application/octet-stream"
 			}
-			in, err := s.spool(part, pct, part.FileName())
+			in, err := s.spool(part, -1, pct, part.FileName())
 			if err != nil {
 				return fail(err)
 			}
 			return in, nil
 		}
 	}
-	in, err := s.spool(body, ct, "")
+	in, err := s.spool(body, r.ContentLength, ct, "")
 	if err != nil {
 		return fail(err)
 	}

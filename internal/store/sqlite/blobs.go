@@ -268,7 +268,7 @@ func (s *Store) OpenResult(ctx context.Context, id string) (job.Blob, io.ReadClo
 	var size int64
 	var data []byte
 	var path sql.NullString
-	err := s.rdb.QueryRowContext(ctx, "SELECT state, result_type, result_size, result_data, result_path FROM jobs WHERE id = ?", id).
+	err := s.readRow(ctx, "SELECT state, result_type, result_size, result_data, result_path FROM jobs WHERE id = ?", id).
 		Scan(&state, &ctype, &size, &data, &path)
 	if errors.Is(err, sql.ErrNoRows) {
 		return job.Blob{}, nil, fmt.Errorf("job %s: %w", id, store.ErrNotFound)
@@ -292,13 +292,13 @@ func (s *Store) OpenResult(ctx context.Context, id string) (job.Blob, io.ReadClo
 // Artifacts implements store.Store.
 func (s *Store) Artifacts(ctx context.Context, id string) ([]job.Blob, error) {
 	var n int
-	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM jobs WHERE id = ?", id).Scan(&n); err != nil {
+	if err := s.readRow(ctx, "SELECT count(*) FROM jobs WHERE id = ?", id).Scan(&n); err != nil {
 		return nil, fmt.Errorf("sqlite: artifacts of %s: %w", id, err)
 	}
 	if n == 0 {
 		return nil, fmt.Errorf("job %s: %w", id, store.ErrNotFound)
 	}
-	rows, err := s.rdb.QueryContext(ctx, "SELECT name, content_type, size FROM artifacts WHERE job_id = ? ORDER BY name", id)
+	rows, err := s.read(ctx, "SELECT name, content_type, size FROM artifacts WHERE job_id = ? ORDER BY name", id)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: artifacts of %s: %w", id, err)
 	}
@@ -319,7 +319,7 @@ func (s *Store) OpenArtifact(ctx context.Context, id, name string) (job.Blob, io
 	b := job.Blob{Name: name}
 	var data []byte
 	var path sql.NullString
-	err := s.rdb.QueryRowContext(ctx, "SELECT content_type, size, data, path FROM artifacts WHERE job_id = ? AND name = ?", id, name).
+	err := s.readRow(ctx, "SELECT content_type, size, data, path FROM artifacts WHERE job_id = ? AND name = ?", id, name).
 		Scan(&b.ContentType, &b.Size, &data, &path)
 	if errors.Is(err, sql.ErrNoRows) {
 		return job.Blob{}, nil, fmt.Errorf("artifact %s of job %s: %w", name, id, store.ErrNotFound)

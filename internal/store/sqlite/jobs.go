@@ -287,7 +287,7 @@ func inserted(nj store.NewJob, size int64, now time.Time) *job.Job {
 
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, id string) (*job.Job, error) {
-	j, err := scanJob(s.rdb.QueryRowContext(ctx, "SELECT "+jobCols+" FROM jobs WHERE id = ?", id))
+	j, err := scanJob(s.readRow(ctx, "SELECT "+jobCols+" FROM jobs WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("job %s: %w", id, store.ErrNotFound)
 	}
@@ -295,11 +295,14 @@ func (s *Store) Get(ctx context.Context, id string) (*job.Job, error) {
 		return nil, fmt.Errorf("sqlite: get %s: %w", id, err)
 	}
 	if j.State == job.Queued {
+		// Two index ranges: the jobs of higher priority that are due, and
+		// those of the same priority before it in (run_at, id) order. The
+		// cost is in the number of jobs ahead, not the queue's length.
 		horizon := max(us(time.Now()), us(j.RunAt))
-		err := s.rdb.QueryRowContext(ctx, `SELECT count(*) FROM jobs
-			WHERE queue = ? AND state = 'queued' AND run_at <= ?
-			AND (priority > ? OR (priority = ? AND (run_at < ? OR (run_at = ? AND id < ?))))`,
-			j.Queue, horizon, j.Priority, j.Priority, us(j.RunAt), us(j.RunAt), j.ID).Scan(&j.Position)
+		err := s.readRow(ctx, `SELECT
+			(SELECT count(*) FROM jobs WHERE queue = ? AND state = 'queued' AND priority > ? AND run_at <= ?) +
+			(SELECT count(*) FROM jobs WHERE queue = ? AND state = 'queued' AND priority = ? AND (run_at, id) < (?, ?))`,
+			j.Queue, j.Priority, horizon, j.Queue, j.Priority, us(j.RunAt), j.ID).Scan(&j.Position)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: position of %s: %w", id, err)
 		}
@@ -342,7 +345,7 @@ func (s *Store) List(ctx context.Context, f store.Filter) (store.Page, error) {
 	}
 	q += " ORDER BY id DESC LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	rows, err := s.rdb.QueryContext(ctx, q, args...) // varies with the filter: not cached
 	if err != nil {
 		return store.Page{}, fmt.Errorf("sqlite: list: %w", err)
 	}
@@ -657,7 +660,7 @@ func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error
 
 // QueueCounts implements store.Store.
 func (s *Store) QueueCounts(ctx context.Context) ([]store.QueueCount, error) {
-	rows, err := s.rdb.QueryContext(ctx, "SELECT queue, state, n FROM queue_counts WHERE n > 0 ORDER BY queue")
+	rows, err := s.read(ctx, "SELECT queue, state, n FROM queue_counts WHERE n > 0 ORDER BY queue")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: queue counts: %w", err)
 	}
@@ -680,7 +683,7 @@ func (s *Store) QueueCounts(ctx context.Context) ([]store.QueueCount, error) {
 // NextRunAt implements store.Store.
 func (s *Store) NextRunAt(ctx context.Context, queue string) (time.Time, error) {
 	var v sql.NullInt64
-	err := s.rdb.QueryRowContext(ctx, "SELECT min(run_at) FROM jobs WHERE queue = ? AND state = 'queued'", queue).Scan(&v)
+	err := s.readRow(ctx, "SELECT min(run_at) FROM jobs WHERE queue = ? AND state = 'queued'", queue).Scan(&v)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("sqlite: next run of %s: %w", queue, err)
 	}
@@ -691,7 +694,7 @@ func (s *Store) NextRunAt(ctx context.Context, queue string) (time.Time, error) 
 func (s *Store) OpenInput(ctx context.Context, id string) (io.ReadCloser, error) {
 	var data []byte
 	var path sql.NullString
-	err := s.rdb.QueryRowContext(ctx, "SELECT input_data, input_path FROM jobs WHERE id = ?", id).Scan(&data, &path)
+	err := s.readRow(ctx, "SELECT input_data, input_path FROM jobs WHERE id = ?", id).Scan(&data, &path)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("job %s: %w", id, store.ErrNotFound)
 	}

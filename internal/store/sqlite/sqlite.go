@@ -66,6 +66,43 @@ type Store struct {
 	writerDone chan struct{}
 	ckptDone   chan struct{}
 	closeOnce  sync.Once
+
+	stmts sync.Map // query → *sql.Stmt on rdb
+}
+
+// stmt returns the reader statement for query, prepared once: parsing
+// and planning it again on every Get would cost more than running it.
+func (s *Store) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.rdb.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+func (s *Store) read(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// readRow is QueryRow with a prepared statement; a failure to prepare
+// surfaces from Scan.
+func (s *Store) readRow(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return s.rdb.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 // checkpointEvery is how often the WAL is copied back into the database.
@@ -213,6 +250,10 @@ func (s *Store) Close() error {
 		// Leave a small WAL behind; another process may hold it open, in
 		// which case this does what it can.
 		s.rdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+		s.stmts.Range(func(_, st any) bool {
+			st.(*sql.Stmt).Close()
+			return true
+		})
 	})
 	return errors.Join(s.wdb.Close(), s.rdb.Close())
 }
