@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# bench/http/run.sh measures docket's HTTP API with wrk, client and server on
+# the same machine over loopback, next to a bare net/http handler measured in
+# the same run as the ceiling. See bench/http/README.md.
+#
+#   bench/http/run.sh                      # from anywhere in the repository
+#   DURATION=10 THREADS=2 CONNS=50 bench/http/run.sh
+#   DOCKET_BIN=/path/to/docket bench/http/run.sh   # use a prebuilt binary
+#
+# Every server gets a fresh temporary data directory and a free loopback port
+# (it listens on 127.0.0.1:0 and the script reads the address it logs). Every
+# step is bounded by a timeout, and the servers are stopped on exit, however
+# the script ends.
+set -euo pipefail
+
+DURATION=${DURATION:-10} # seconds per wrk run
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-50}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+for tool in go wrk curl jq timeout; do
+	command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (wrk: apt-get install -y wrk)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/docket-http-bench.XXXXXX")
+PIDS=()
+
+stop_pid() { # stop_pid PID: SIGTERM, up to 15 s to exit, then SIGKILL
+	local pid=$1 i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "run.sh: server $pid did not stop within 15 s; killing it" >&2
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+	if [[ ${KEEP:-} == 1 ]]; then echo "run.sh: kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: runs CMD in the background, logging to $WORK/NAME.log,
+# waits (at most 15 s) for the address it listens on and for /healthz, and
+# sets URL and PID.
+start() {
+	local name=$1 i
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	PID=$!
+	PIDS+=("$PID")
+	URL=
+	for ((i = 0; i < 150; i++)); do
+		URL=$(grep -o -m1 'http://127\.0\.0\.1:[0-9]*' "$WORK/$name.log" || true)
+		if [[ -n $URL ]] && curl -fs --max-time 1 "$URL/healthz" >/dev/null; then
+			return 0
+		fi
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "run.sh: $name did not become healthy; its log:" >&2
+	cat "$WORK/$name.log" >&2
+	exit 1
+}
+
+stop() { # stops the server started last
+	local p keep=()
+	stop_pid "$PID"
+	for p in "${PIDS[@]}"; do [[ $p == "$PID" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+# counts QUEUE: "stored ran concurrency" of a queue, from GET /v1/queues.
+counts() {
+	curl -fs --max-time 5 "$URL/v1/queues" | jq -r --arg q "$1" '.queues[] | select(.name == $q) |
+		"\(.counts.queued + .counts.running + .counts.succeeded + .counts.failed + .counts.canceled) \(.counts.succeeded + .counts.failed) \(.concurrency)"'
+}
+
+# busy: how busy the machine's CPUs are (percent) over half a second.
+busy() {
+	local a b
+	read -r -a a </proc/stat
+	sleep 0.5
+	read -r -a b </proc/stat
+	awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN {
+		split(a, x); split(b, y); t = 0
+		for (i = 2; i <= 9; i++) t += y[i] - x[i]
+		idle = (y[5] - x[5]) + (y[6] - x[6])
+		printf "%d", (t > 0 ? 100 * (t - idle) / t : 0)
+	}'
+}
+
+# quiet NAME: waits (at most QUIET_WAIT s) for the machine to be idle before
+# a run, since anything else running takes CPU from client and server.
+QUIET_WAIT=${QUIET_WAIT:-60}
+quiet() {
+	local b i
+	for ((i = 0; i < QUIET_WAIT * 2; i++)); do
+		b=$(busy)
+		((b < 15)) && return 0
+	done
+	echo "run.sh: the machine is ${b}% busy before $1" >&2
+	NOTES+=("$1: the machine was ${b}% busy before the run (something else running)")
+}
+
+# wrk_run NAME URL [LUA]: one wrk run, once the machine is quiet; its output
+# goes to $WORK/NAME.wrk and is echoed.
+wrk_run() {
+	local name=$1 url=$2 lua=${3:-}
+	local args=(-t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency --timeout 5s)
+	[[ -n $lua ]] && args+=(-s "$lua")
+	quiet "$name"
+	echo "\$ wrk ${args[*]} $url"
+	cpu_snapshot >"$WORK/$name.cpu0"
+	timeout $((DURATION + 30)) wrk "${args[@]}" "$url" >"$WORK/$name.wrk"
+	cpu_snapshot >"$WORK/$name.cpu1"
+	cat "$WORK/$name.wrk"
+	awk -v a="$(cat "$WORK/$name.cpu0")" -v b="$(cat "$WORK/$name.cpu1")" -v name="$name" 'BEGIN {
+		split(a, x); split(b, y); t = y[1] - x[1]; if (t <= 0) exit
+		busy = y[2] - x[2]; srv = y[3] - x[3]; cl = y[4] - x[4]; other = busy - srv - cl
+		if (other < 0) other = 0
+		printf "CPU during the run, share of the whole machine: server %d%%, wrk %d%%, anything else %d%%, idle %d%%\n",
+			100 * srv / t, 100 * cl / t, 100 * other / t, 100 * (t - busy) / t
+		printf "%d\n", 100 * other / t > "/dev/stderr"
+	}' 2>"$WORK/$name.other"
+	local other
+	other=$(cat "$WORK/$name.other")
+	if ((${other:-0} >= 5)); then
+		NOTES+=("$name: other processes took ${other}% of the machine during the run")
+	fi
+}
+
+# cpu_snapshot: "total busy server wrk" CPU time in clock ticks so far: the
+# machine's (all CPUs), the running server's ($PID) and that of this shell's
+# finished children (wrk among them). Call it in this shell, not in $(...):
+# a subshell would count its own children only.
+cpu_snapshot() {
+	local cpu srv=0
+	read -r -a cpu </proc/stat
+	[[ -r /proc/$PID/stat ]] && srv=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+	times >"$WORK/times"
+	awk -v c="${cpu[*]}" -v srv="$srv" -v hz="$(getconf CLK_TCK)" 'NR == 2 {
+		split(c, x); t = 0; for (i = 2; i <= 9; i++) t += x[i]
+		idle = x[5] + x[6]
+		gsub(/[ms]/, " "); ch = ($1 * 60 + $2 + $3 * 60 + $4) * hz
+		printf "%d %d %d %d", t, t - idle, srv, ch
+	}' "$WORK/times"
+}
+
+# to_ms VALUE: wrk's latency (850.00us, 2.31ms, 1.02s, 1.50m) in ms.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+		f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+		if (f < 0) { print "nan"; exit }
+		printf "%.3f", n * f
+	}'
+}
+
+# field NAME WHAT: req/s, p50, p99, total requests, non-2xx or socket errors
+# of a finished run.
+field() {
+	local f=$WORK/$1.wrk
+	case $2 in
+	rps) awk '/^Requests\/sec:/ {print $2}' "$f" ;;
+	p50) awk '$1 == "50%" {print $2}' "$f" ;;
+	p99) awk '$1 == "99%" {print $2}' "$f" ;;
+	total) awk '/ requests in / {print $1}' "$f" ;;
+	non2xx) awk '/Non-2xx or 3xx responses:/ {n = $NF} END {print n + 0}' "$f" ;;
+	errors) awk '/Socket errors:/ {sub(/^ *Socket errors: */, ""); print}' "$f" ;;
+	esac
+}
+
+NOTES=()
+ROWS=()
+# row NAME LABEL BARE-NAME: a line of the summary table.
+row() {
+	local name=$1 label=$2 bare=$3 rps ratio
+	rps=$(field "$name" rps)
+	ratio=$(awk -v a="$rps" -v b="$(field "$bare" rps)" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+	ROWS+=("$(printf '%-13s %-46s %9s %9s %9s %7s %7s' "$name" "$label" "$rps" "$(field "$name" p50)" "$(field "$name" p99)" \
+		"$(field "$name" non2xx)" "$ratio")")
+	local errs
+	errs=$(field "$name" errors)
+	[[ -z $errs ]] || NOTES+=("$name: socket errors: $errs")
+}
+
+# submit_case NAME LABEL QUEUE DOCKET-ARGS...: a fresh server, wrk POSTs to
+# QUEUE, then what the store holds afterwards.
+submit_case() {
+	local name=$1 label=$2 queue=$3 before after stored ran conc wrk2xx
+	shift 3
+	start "$name" "$DOCKET" serve --data-dir "$WORK/$name.data" --listen 127.0.0.1:0 --shutdown-grace 5s "$@"
+	echo
+	echo "== $label: $URL"
+	before=$(counts "$queue")
+	wrk_run "$name" "$URL/v1/queues/$queue/jobs" "$HERE/submit.lua"
+	after=$(counts "$queue")
+	read -r stored ran conc <<<"$after"
+	wrk2xx=$(($(field "$name" total) - $(field "$name" non2xx)))
+	echo "store after the run: $stored jobs stored (wrk counted $wrk2xx accepted), $ran finished during the run" \
+		"($((ran / DURATION)) jobs/s), queue concurrency as served: $conc (before: $before)"
+	stop
+	if ((conc == 0)) && [[ $queue == echo ]]; then
+		label="$label NOT RUN"
+		NOTES+=("$name: docket served the echo queue with concurrency 0: its jobs were stored, not run")
+	fi
+	if ((stored < wrk2xx)); then
+		NOTES+=("$name: the store holds $stored jobs but wrk counted $wrk2xx accepted submits")
+	fi
+	row "$name" "$label" bare-post
+	if ((ran > 0)); then
+		NOTES+=("$name: $ran jobs finished during the ${DURATION} s run ($((ran / DURATION))/s); $((stored - ran)) left")
+	fi
+}
+
+echo "docket HTTP benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -sr), $(go env GOVERSION)," \
+	"$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'); wrk: $THREADS threads, $CONNS connections, ${DURATION} s per run"
+cd "$ROOT"
+if [[ -n ${DOCKET_BIN:-} ]]; then
+	DOCKET=$DOCKET_BIN
+	echo "docket: $DOCKET (prebuilt)"
+else
+	DOCKET=$WORK/docket
+	timeout 300 go build -o "$DOCKET" ./cmd/docket
+fi
+timeout 300 go build -o "$WORK/bare" ./bench/http/bare
+
+# The ceiling: a bare net/http handler, answering GET and POST.
+start bare "$WORK/bare" -listen 127.0.0.1:0
+echo
+echo "== bare net/http handler: $URL"
+wrk_run bare-get "$URL/"
+sleep 1
+wrk_run bare-post "$URL/v1/queues/bench/jobs" "$HERE/submit.lua"
+stop
+row bare-get "bare handler, GET /" bare-get
+row bare-post "bare handler, POST (submit.lua)" bare-post
+sleep 1
+
+# Submit, jobs stored only (queue bench, concurrency 0).
+submit_case submit-store "submit, store only (concurrency 0)" bench --config "$HERE/submit.yaml"
+sleep 1
+# Submit to the echo demo queue (no config: concurrency 1), which runs them.
+submit_case submit-echo1 "submit, echo demo queue (concurrency 1)" echo
+sleep 1
+# Submit to the echo queue with concurrency 8, from a config file.
+printf 'queues:\n  echo:\n    concurrency: 8\n' >"$WORK/echo8.yaml"
+submit_case submit-echo8 "submit, echo, concurrency 8 (config)" echo --config "$WORK/echo8.yaml"
+sleep 1
+
+# GET /v1/jobs/{id} on an existing job: a queued one (store only; the
+# answer includes its position in the queue) and a finished one (echo).
+start get "$DOCKET" serve --data-dir "$WORK/get.data" --listen 127.0.0.1:0 --shutdown-grace 5s --config "$HERE/submit.yaml"
+ID=$(curl -fs --max-time 5 -H 'Content-Type: application/json' -d '{"task":"bench","n":42}' "$URL/v1/queues/bench/jobs" | jq -r .id)
+echo
+echo "== GET /v1/jobs/{id}, queued job: $URL, job $ID ($(curl -fs --max-time 5 "$URL/v1/jobs/$ID" | jq -r .state))"
+wrk_run get "$URL/v1/jobs/$ID"
+stop
+row get "GET /v1/jobs/{id}, queued job" bare-get
+sleep 1
+start get-done "$DOCKET" serve --data-dir "$WORK/get-done.data" --listen 127.0.0.1:0 --shutdown-grace 5s
+ID=$(curl -fs --max-time 15 -H 'Content-Type: application/json' -H 'Prefer: wait=10' -d '{"task":"bench","n":42}' \
+	"$URL/v1/queues/echo/jobs" | jq -r .id)
+echo
+echo "== GET /v1/jobs/{id}, finished job: $URL, job $ID ($(curl -fs --max-time 5 "$URL/v1/jobs/$ID" | jq -r .state))"
+wrk_run get-done "$URL/v1/jobs/$ID"
+stop
+row get-done "GET /v1/jobs/{id}, finished job" bare-get
+
+echo
+echo "== summary (req/s; p50, p99 latency as wrk reports them; ratio to the bare handler, same method)"
+printf '%-13s %-46s %9s %9s %9s %7s %7s\n' case '' req/s p50 p99 non-2xx "vs bare"
+printf '%s\n' "${ROWS[@]}"
+check() { # check NAME LABEL MIN-RPS [MAX-P99-MS]
+	local rps p99 ok=met
+	rps=$(field "$1" rps)
+	p99=$(to_ms "$(field "$1" p99)")
+	awk -v r="$rps" -v m="$3" 'BEGIN { exit !(r >= m) }' || ok="NOT met"
+	if [[ -n ${4:-} ]]; then
+		awk -v p="$p99" -v m="$4" 'BEGIN { exit !(p <= m) }' || ok="NOT met"
+		echo "target $2 >= $3 req/s, p99 <= $4 ms: $ok ($rps req/s, p99 $p99 ms)"
+	else
+		echo "target $2 >= $3 req/s: $ok ($rps req/s)"
+	fi
+}
+check submit-store "submit (store only)" 10000 20
+check get "GET /v1/jobs/{id} (queued job)" 20000
+check get-done "GET /v1/jobs/{id} (finished job)" 20000
+if ((${#NOTES[@]})); then
+	echo "notes:"
+	printf '  %s\n' "${NOTES[@]}"
+fi
