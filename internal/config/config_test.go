@@ -161,6 +161,12 @@ func TestEnvOverrides(t *testing.T) {
 		{"bad rate", env("DOCKET_RATE", "fast"), nil, "DOCKET_RATE: invalid rate"},
 		{"bad burst", env("DOCKET_BURST", "x"), nil, "DOCKET_BURST"},
 		{"bad sqlite_sync", env("DOCKET_SQLITE_SYNC", "off"), nil, "sqlite_sync"},
+		{"tokens", env("DOCKET_TOKENS", "alice:submit+read:s3:cret, ops:admin:x"), func(c Config) bool {
+			return len(c.Tokens) == 2 && c.Tokens[0].Owner == "alice" && c.Tokens[0].Hash == sha256.Sum256([]byte("s3:cret")) &&
+				len(c.Tokens[0].Scopes) == 2 && c.Tokens[0].Scopes[1] == "read" && c.Tokens[1].Scopes[0] == "admin"
+		}, ""},
+		{"bad tokens", env("DOCKET_TOKENS", "alice:submit"), nil, "DOCKET_TOKENS"},
+		{"bad token scope", env("DOCKET_TOKENS", "alice:write:x"), nil, "scope"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -239,6 +239,19 @@ func applyEnv(c *Config, getenv func(string) string) error {
 		}
 		c.Limits.Rate = n
 	}
+	if v := getenv("DOCKET_TOKENS"); v != "" {
+		// Tokens from the environment alone, without a file: entries
+		// "owner:scope+scope:token" separated by spaces or commas.
+		for _, entry := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+			owner, rest, ok1 := strings.Cut(entry, ":")
+			scopes, tok, ok2 := strings.Cut(rest, ":")
+			if !ok1 || !ok2 || owner == "" || scopes == "" || tok == "" {
+				errs = append(errs, fmt.Errorf("DOCKET_TOKENS: entry for owner %q: want owner:scope+scope:token", owner))
+				continue
+			}
+			c.Tokens = append(c.Tokens, Token{Owner: owner, Scopes: strings.Split(scopes, "+"), Hash: sha256.Sum256([]byte(tok))})
+		}
+	}
 	if v := getenv("DOCKET_BURST"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
