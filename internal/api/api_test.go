@@ -30,6 +30,9 @@ type env struct {
 	e   *engine.Engine
 	// gate holds the "gated" queue's handler until released.
 	gate chan struct{}
+	// steps paces the "stepped" queue's handler: one progress step per
+	// value, three in all.
+	steps chan struct{}
 }
 
 const (
@@ -67,7 +70,7 @@ func newEnv(t testing.TB, cfg api.Config, opts engine.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := &env{t: t, e: e, gate: make(chan struct{})}
+	ev := &env{t: t, e: e, gate: make(chan struct{}), steps: make(chan struct{})}
 	queues := []engine.Queue{
 		{Name: "echo", Concurrency: 4, MaxAttempts: 1, Handler: engine.HandlerFunc(echo)},
 		{Name: "gated", Concurrency: 2, MaxAttempts: 1, Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
@@ -79,6 +82,18 @@ func newEnv(t testing.TB, cfg api.Config, opts engine.Options) *env {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+		})},
+		{Name: "stepped", Concurrency: 2, MaxAttempts: 1, Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
+			for i := range int64(3) {
+				select {
+				case <-ev.steps:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				tk.Progress(i+1, 3, fmt.Sprintf("step %d", i+1))
+			}
+			tk.SetResult("text/plain", []byte("stepped"))
+			return nil
 		})},
 		{Name: "stored", Concurrency: 0, MaxQueued: 3},
 		{Name: "held", Concurrency: 0},
@@ -197,8 +212,9 @@ func (ev *env) submit(queue, token, body string, header ...string) (resp, string
 func (ev *env) waitState(id, token, state string) map[string]any {
 	ev.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
+	query := "" // first a plain read, then long polls for the next change
 	for {
-		r := ev.do("GET", "/v1/jobs/"+id+"?wait=2s", token, nil)
+		r := ev.do("GET", "/v1/jobs/"+id+query, token, nil)
 		if r.status != 200 {
 			ev.t.Fatalf("get %s: %d %s", id, r.status, r.body)
 		}
@@ -206,6 +222,7 @@ func (ev *env) waitState(id, token, state string) map[string]any {
 		if m["state"] == state {
 			return m
 		}
+		query = fmt.Sprintf("?wait=2s&after=%v", m["version"])
 		if time.Now().After(deadline) {
 			ev.t.Fatalf("job %s is %v, want %s", id, m["state"], state)
 		}
