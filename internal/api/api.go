@@ -102,6 +102,7 @@ func (s *Server) routeList() []route {
 		{"GET /v1/jobs/{id}/result", ScopeRead, s.result},
 		{"GET /v1/jobs/{id}/events", ScopeRead, s.jobEvents},
 		{"GET /v1/events", ScopeRead, s.allEvents},
+		{"GET /v1/ws", ScopeRead, s.ws},
 		{"GET /v1/jobs/{id}/artifacts", ScopeRead, s.artifacts},
 		{"GET /v1/jobs/{id}/artifacts/{name}", ScopeRead, s.artifact},
 		{"POST /v1/jobs/{id}/cancel", ScopeSubmit, s.cancel},
