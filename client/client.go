@@ -13,6 +13,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -276,9 +277,103 @@ const unavailableFor = 2 * time.Minute
 // not an error: check the returned job's State. When ctx ends first the job
 // goes on; Wait only stops watching. A server that cannot be reached or
 // answers 429, 502, 503 or 504 (a restart, a deploy) is retried with
-// backoff for up to two minutes, since the job goes on meanwhile.
+// backoff for up to two minutes, since the job goes on meanwhile. It follows
+// the job's event stream (NDJSON), resuming after the last version seen when
+// the connection breaks, and falls back to long polls on a server without
+// event streams.
 func (c *Client) Wait(ctx context.Context, id string, progress func(*Job)) (*Job, error) {
 	var seen int64 = -1
+	// Follow the job's event stream; reconnect (resuming after the last
+	// version seen) when it breaks, and fall back to long polls when the
+	// server offers no stream.
+	var failingSince time.Time
+	backoff := 250 * time.Millisecond
+	for {
+		j, err := c.follow(ctx, id, &seen, progress)
+		if err == nil {
+			return j, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, errNoStream) {
+			break
+		}
+		if !transient(err) {
+			return nil, err
+		}
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		} else if time.Since(failingSince) > unavailableFor {
+			return nil, err
+		}
+		if err := sleep(ctx, backoff); err != nil {
+			return nil, err
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return c.pollUntilDone(ctx, id, seen, progress)
+}
+
+// errNoStream: the server has no event stream for jobs.
+var errNoStream = errors.New("docket: no event stream")
+
+// follow reads the job's NDJSON event stream until the job ends (it
+// returns the final job), the stream breaks, or ctx ends.
+func (c *Client) follow(ctx context.Context, id string, seen *int64, progress func(*Job)) (*Job, error) {
+	q := url.Values{}
+	if *seen >= 0 {
+		q.Set("last_event_id", strconv.FormatInt(*seen, 10))
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, jobPath(id)+"/events", q)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/x-ndjson")
+	resp, err := c.do(req)
+	if err != nil {
+		var p *Problem
+		if errors.As(err, &p) && (p.Status == http.StatusNotFound && !strings.HasSuffix(p.Type, "job-not-found") || p.Status == http.StatusMethodNotAllowed) {
+			return nil, errNoStream // a server without streams
+		}
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-ndjson") {
+		return nil, errNoStream
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue // keep-alive
+		}
+		var ev struct {
+			ID  int64 `json:"id"`
+			Job *Job  `json:"job"`
+		}
+		if err := json.Unmarshal(line, &ev); err != nil || ev.Job == nil {
+			return nil, fmt.Errorf("docket: event stream of %s: bad line %.80q", id, line)
+		}
+		if ev.ID > *seen {
+			*seen = ev.ID
+			if progress != nil {
+				progress(ev.Job)
+			}
+		}
+		if ev.Job.Terminal() {
+			return ev.Job, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, io.ErrUnexpectedEOF // ended before the job did: reconnect
+}
+
+// pollUntilDone waits with long polls, for servers without event streams.
+func (c *Client) pollUntilDone(ctx context.Context, id string, seen int64, progress func(*Job)) (*Job, error) {
 	var failingSince time.Time
 	backoff := 250 * time.Millisecond
 	for {

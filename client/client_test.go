@@ -684,26 +684,32 @@ func TestWait(t *testing.T) {
 	})
 }
 
-// Wait rides out a server that is briefly unavailable.
+// Wait rides out a server that is briefly unavailable, and falls back to
+// long polls on a server without event streams.
 func TestWaitRetriesUnavailable(t *testing.T) {
 	var calls atomic.Int32
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("wait") != "30s" || r.URL.Query().Get("after") == "" {
+		events := strings.HasSuffix(r.URL.Path, "/events")
+		if !events && (r.URL.Query().Get("wait") != "30s" || r.URL.Query().Get("after") == "") {
 			t.Errorf("poll without wait and after: %s", r.URL)
 		}
-		switch calls.Add(1) {
-		case 1, 2:
+		switch n := calls.Add(1); {
+		case n <= 2:
 			w.Header().Set("Retry-After", "0")
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(503)
 			io.WriteString(w, `{"title":"restarting","status":503}`)
+		case events:
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(404)
+			io.WriteString(w, `{"type":"urn:docket:problem:not-found","title":"Not found","status":404}`)
 		default:
 			io.WriteString(w, `{"id":"a","state":"succeeded","version":9}`)
 		}
 	}))
 	defer hs.Close()
 	j, err := client.New(hs.URL, "").Wait(t.Context(), "a", nil)
-	if err != nil || j.Version != 9 || calls.Load() != 3 {
+	if err != nil || j.Version != 9 || calls.Load() != 4 {
 		t.Fatalf("%+v, %v after %d calls", j, err, calls.Load())
 	}
 }
