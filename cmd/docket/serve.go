@@ -17,6 +17,7 @@ import (
 	"github.com/docket/docket"
 	"github.com/docket/docket/internal/api"
 	"github.com/docket/docket/internal/config"
+	"github.com/docket/docket/internal/webhook"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -79,7 +80,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			d.Engine().SetPaused(name, true)
 		}
 	}
+	secret, err := webhook.LoadSecret(cfg.Webhooks.Secret, cfg.DataDir)
+	if err != nil {
+		d.Close(context.Background())
+		return err
+	}
+	hooks, err := webhook.New(webhook.Options{Store: d.Engine().Store(), Hub: d.Engine().Hub(), Marshal: api.JobJSON,
+		Secret: secret, AllowPrivate: cfg.Webhooks.AllowPrivate, Logger: log,
+		MaxAttempts: cfg.Webhooks.MaxAttempts, MaxAge: cfg.Webhooks.MaxAge})
+	if err != nil {
+		d.Close(context.Background())
+		return err
+	}
+	// Listening before the engine starts: the first jobs' changes count.
+	hooks.Start()
 	if err := d.Start(); err != nil {
+		hooks.Stop(context.Background())
 		d.Close(context.Background())
 		return err
 	}
@@ -103,6 +119,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	select {
 	case <-ctx.Done():
 	case err := <-served:
+		d.Engine().Stop(context.Background())
+		hooks.Stop(context.Background())
 		d.Close(context.Background())
 		return fmt.Errorf("http server: %w", err)
 	}
@@ -112,6 +130,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 		srv.Close()
+	}
+	// The engine first, so that the jobs finishing in the grace period
+	// have their deliveries recorded; the store last, as both write to it.
+	if err := d.Engine().Stop(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	if err := hooks.Stop(sctx); err != nil {
+		log.Warn("webhook shutdown", "err", err)
 	}
 	if err := d.Close(sctx); err != nil {
 		log.Warn("shutdown", "err", err)

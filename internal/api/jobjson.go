@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"math"
 	"time"
 
@@ -89,4 +90,11 @@ func toJSON(j *job.Job) jobJSON {
 		out.Result = &resultJSON{ContentType: j.Result.ContentType, Size: j.Result.Size}
 	}
 	return out
+}
+
+// JobJSON renders a job as GET /v1/jobs/{id} does, for webhook bodies: a
+// receiver then parses one shape whichever way it learns of a job. The
+// position is not known outside a read, and is 0.
+func JobJSON(j *job.Job) ([]byte, error) {
+	return json.Marshal(toJSON(j))
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/docket/docket/internal/engine"
 	"github.com/docket/docket/internal/job"
 	"github.com/docket/docket/internal/store"
+	"github.com/docket/docket/internal/webhook"
 )
 
 // memLimit is the largest input kept in memory; larger ones are spooled to
@@ -39,6 +41,8 @@ type options struct {
 	maxAttempts int
 	labels      map[string]string
 	unique      bool
+	webhook     string
+	events      []string
 }
 
 // parseOptions reads the query parameters of a submit; unknown ones are
@@ -78,6 +82,14 @@ func parseOptions(q url.Values, now time.Time) (options, error) {
 			}
 		case "unique":
 			o.unique, err = strconv.ParseBool(v)
+		case "webhook":
+			o.webhook, err = v, webhook.CheckURL(v)
+		case "webhook_events":
+			if !q.Has("webhook") {
+				err = errors.New("only with webhook")
+				break
+			}
+			o.events, err = webhook.ParseEvents(v)
 		case "label":
 			o.labels = map[string]string{}
 			for _, kv := range vals {
@@ -93,6 +105,11 @@ func parseOptions(q url.Values, now time.Time) (options, error) {
 		if err != nil {
 			return o, fmt.Errorf("%s=%q: %w", key, v, err)
 		}
+	}
+	if o.webhook != "" && o.events == nil {
+		// Kept explicit with the job, so that a later change of the
+		// default does not change what an existing job asked for.
+		o.events = slices.Clone(webhook.DefaultEvents)
 	}
 	return o, nil
 }
@@ -323,7 +340,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	out, err := s.e.Submit(r.Context(), []store.NewJob{{Queue: queue, Owner: c.owner, Input: in.Data, InputDigest: in.digest,
 		Unique: opts.unique, MaxAttempts: opts.maxAttempts, Priority: opts.priority, RunAt: opts.runAt,
-		Timeout: opts.timeout, IdempotencyKey: key, Labels: opts.labels}})
+		Timeout: opts.timeout, IdempotencyKey: key, Labels: opts.labels, Webhook: opts.webhook, WebhookEvents: opts.events}})
 	if err == nil {
 		err = out[0].Err
 	}

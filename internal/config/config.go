@@ -38,6 +38,24 @@ type Config struct {
 	Limits Limits
 	// Queues is keyed by queue name; never nil after Default, Parse or Load.
 	Queues map[string]Queue
+	// Webhooks govern the calls docket makes to jobs' webhook URLs.
+	Webhooks Webhooks
+}
+
+// Webhooks configure webhook deliveries.
+type Webhooks struct {
+	// Secret signs every delivery. Empty: docket generates one at first
+	// start and keeps it in the data directory, so that receivers keep
+	// verifying across restarts.
+	Secret string
+	// AllowPrivate lets deliveries reach loopback, private and link-local
+	// addresses, which are refused by default so that a job's submitter
+	// cannot make docket call services only it can reach.
+	AllowPrivate bool
+	// MaxAttempts and MaxAge bound the retries of one delivery; it is
+	// dropped when either is reached.
+	MaxAttempts int
+	MaxAge      time.Duration
 }
 
 // Token is one accepted bearer token. Only its SHA-256 is kept so that a
@@ -103,6 +121,7 @@ func Default() Config {
 		SQLiteSync: "normal",
 		Limits:     Limits{MaxBody: 1 << 30, Burst: 20},
 		Queues:     map[string]Queue{},
+		Webhooks:   Webhooks{MaxAttempts: 20, MaxAge: 24 * time.Hour},
 	}
 }
 
@@ -186,6 +205,13 @@ func (c Config) Validate() error {
 	} else if c.Limits.Burst == 0 && c.Limits.Rate > 0 {
 		// A token bucket that holds nothing would refuse every request.
 		bad("limits.burst", "must be at least 1 when a rate is set")
+	}
+
+	if c.Webhooks.MaxAttempts < 1 {
+		bad("webhook_max_attempts", "must be at least 1, got %d", c.Webhooks.MaxAttempts)
+	}
+	if c.Webhooks.MaxAge <= 0 {
+		bad("webhook_max_age", "must be positive, got %v", c.Webhooks.MaxAge)
 	}
 
 	seen := map[[32]byte]int{}

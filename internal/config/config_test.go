@@ -73,6 +73,7 @@ func TestParseExample(t *testing.T) {
 			},
 			"remote": {Concurrency: 0, MaxAttempts: 3, Retention: 24 * time.Hour},
 		},
+		Webhooks: Webhooks{MaxAttempts: 20, MaxAge: 24 * time.Hour},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -166,6 +167,12 @@ func TestEnvOverrides(t *testing.T) {
 				len(c.Tokens[0].Scopes) == 2 && c.Tokens[0].Scopes[1] == "read" && c.Tokens[1].Scopes[0] == "admin"
 		}, ""},
 		{"bad tokens", env("DOCKET_TOKENS", "alice:submit"), nil, "DOCKET_TOKENS"},
+		{"webhook secret", env("DOCKET_WEBHOOK_SECRET", "s3cret"), func(c Config) bool { return c.Webhooks.Secret == "s3cret" }, ""},
+		{"webhook allow private", env("DOCKET_WEBHOOK_ALLOW_PRIVATE", "true"), func(c Config) bool { return c.Webhooks.AllowPrivate }, ""},
+		{"webhook max attempts", env("DOCKET_WEBHOOK_MAX_ATTEMPTS", "3"), func(c Config) bool { return c.Webhooks.MaxAttempts == 3 }, ""},
+		{"webhook max age", env("DOCKET_WEBHOOK_MAX_AGE", "2h"), func(c Config) bool { return c.Webhooks.MaxAge == 2*time.Hour }, ""},
+		{"bad webhook max age", env("DOCKET_WEBHOOK_MAX_AGE", "later"), nil, "DOCKET_WEBHOOK_MAX_AGE"},
+		{"bad webhook allow private", env("DOCKET_WEBHOOK_ALLOW_PRIVATE", "maybe"), nil, "DOCKET_WEBHOOK_ALLOW_PRIVATE"},
 		{"bad token scope", env("DOCKET_TOKENS", "alice:write:x"), nil, "scope"},
 	}
 	for _, tt := range tests {
@@ -408,6 +415,32 @@ func TestValidateAfterChanges(t *testing.T) {
 	for _, w := range []string{"sqlite_sync", "queues.q.max_attempts", "tokens[0]: has no token hash"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("error %v does not mention %q", err, w)
+		}
+	}
+}
+
+func TestWebhookKeys(t *testing.T) {
+	c, err := Parse(nil, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Webhooks != (Webhooks{MaxAttempts: 20, MaxAge: 24 * time.Hour}) {
+		t.Errorf("defaults: %+v", c.Webhooks)
+	}
+	c, err = Parse([]byte("webhook_secret: abc\nwebhook_allow_private: true\nwebhook_max_attempts: 5\nwebhook_max_age: 1h\n"), env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Webhooks != (Webhooks{Secret: "abc", AllowPrivate: true, MaxAttempts: 5, MaxAge: time.Hour}) {
+		t.Errorf("from the file: %+v", c.Webhooks)
+	}
+	for file, want := range map[string]string{
+		"webhook_max_attempts: 0\n": "webhook_max_attempts",
+		"webhook_max_age: soon\n":   "webhook_max_age",
+		"webhook_max_age: 0s\n":     "webhook_max_age",
+	} {
+		if _, err := Parse([]byte(file), env()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one naming %s", file, err, want)
 		}
 	}
 }

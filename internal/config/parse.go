@@ -43,6 +43,11 @@ type rawConfig struct {
 	Tokens     []rawToken          `yaml:"tokens"`
 	Limits     rawLimits           `yaml:"limits"`
 	Queues     map[string]rawQueue `yaml:"queues"`
+
+	WebhookSecret       opt[string] `yaml:"webhook_secret"`
+	WebhookAllowPrivate opt[bool]   `yaml:"webhook_allow_private"`
+	WebhookMaxAttempts  opt[int]    `yaml:"webhook_max_attempts"`
+	WebhookMaxAge       opt[string] `yaml:"webhook_max_age"`
 }
 
 type rawToken struct {
@@ -134,6 +139,16 @@ func (r rawConfig) config() (Config, error) {
 		c.Limits.Rate = n
 	}
 	setValue(&c.Limits.Burst, r.Limits.Burst)
+	setValue(&c.Webhooks.Secret, r.WebhookSecret)
+	setValue(&c.Webhooks.AllowPrivate, r.WebhookAllowPrivate)
+	setValue(&c.Webhooks.MaxAttempts, r.WebhookMaxAttempts)
+	if r.WebhookMaxAge.Set {
+		d, err := time.ParseDuration(r.WebhookMaxAge.V)
+		if err != nil {
+			errs = append(errs, at(r.WebhookMaxAge.Line, "webhook_max_age", err))
+		}
+		c.Webhooks.MaxAge = d
+	}
 
 	for i, rt := range r.Tokens {
 		t, err := rt.token()
@@ -219,6 +234,8 @@ func applyEnv(c *Config, getenv func(string) string) error {
 		"DOCKET_DATA_DIR":    &c.DataDir,
 		"DOCKET_STORE":       &c.Store,
 		"DOCKET_SQLITE_SYNC": &c.SQLiteSync,
+		// The secret is better kept out of the file.
+		"DOCKET_WEBHOOK_SECRET": &c.Webhooks.Secret,
 	} {
 		if v := getenv(name); v != "" {
 			*dst = v
@@ -251,6 +268,27 @@ func applyEnv(c *Config, getenv func(string) string) error {
 			}
 			c.Tokens = append(c.Tokens, Token{Owner: owner, Scopes: strings.Split(scopes, "+"), Hash: sha256.Sum256([]byte(tok))})
 		}
+	}
+	if v := getenv("DOCKET_WEBHOOK_ALLOW_PRIVATE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DOCKET_WEBHOOK_ALLOW_PRIVATE: %w", err))
+		}
+		c.Webhooks.AllowPrivate = b
+	}
+	if v := getenv("DOCKET_WEBHOOK_MAX_ATTEMPTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DOCKET_WEBHOOK_MAX_ATTEMPTS: %w", err))
+		}
+		c.Webhooks.MaxAttempts = n
+	}
+	if v := getenv("DOCKET_WEBHOOK_MAX_AGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DOCKET_WEBHOOK_MAX_AGE: %w", err))
+		}
+		c.Webhooks.MaxAge = d
 	}
 	if v := getenv("DOCKET_BURST"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -102,6 +102,11 @@ type Job struct {
 	Labels         map[string]string
 	Position       int64 // derived by Get for queued jobs; never stored
 
+	// Webhook is the URL told of the job's changes, empty for none, and
+	// WebhookEvents the events it asked for; both are fixed at submit.
+	Webhook       string
+	WebhookEvents []string
+
 	CreatedAt  time.Time
 	StartedAt  time.Time // zero until first claimed
 	FinishedAt time.Time // zero until terminal

@@ -88,6 +88,24 @@ type NewJob struct {
 	// MaxQueued, when > 0, refuses the insert with ErrQueueFull if the queue
 	// already holds that many queued jobs.
 	MaxQueued int
+	// Webhook and WebhookEvents are kept with the job, so that whoever
+	// sees its changes later, in this process or after a restart, knows
+	// where to report them.
+	Webhook       string
+	WebhookEvents []string
+}
+
+// Delivery is one webhook call waiting to be made. It carries its own URL
+// and body so that it can still be sent once the job is deleted or purged.
+type Delivery struct {
+	ID        string // set by AddDeliveries when empty
+	JobID     string
+	URL       string
+	Event     string
+	Body      []byte
+	Attempt   int // failed attempts so far
+	NextAt    time.Time
+	CreatedAt time.Time
 }
 
 // Inserted is the outcome of one NewJob.
@@ -212,6 +230,21 @@ type Store interface {
 	Artifacts(ctx context.Context, id string) ([]job.Blob, error)
 	// OpenArtifact reads one artifact.
 	OpenArtifact(ctx context.Context, id, name string) (job.Blob, io.ReadCloser, error)
+
+	// AddDeliveries stores webhook deliveries, due at their NextAt (zero:
+	// now).
+	AddDeliveries(ctx context.Context, ds []Delivery) error
+	// DueDeliveries hands out up to limit deliveries due at now, oldest
+	// first, and pushes their NextAt to now+lease, so that a delivery
+	// whose sender died is handed out again after the lease rather than
+	// lost, and one being sent is not handed to a second sender.
+	DueDeliveries(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Delivery, error)
+	// DeliveryDone removes a delivery (sent, or given up on). Removing one
+	// that is gone is not an error.
+	DeliveryDone(ctx context.Context, id string) error
+	// DeliveryRetry counts a failed attempt and makes the delivery due
+	// again at next.
+	DeliveryRetry(ctx context.Context, id string, next time.Time) error
 
 	// Close releases the store; pending writes are finished first.
 	Close() error

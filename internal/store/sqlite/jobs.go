@@ -24,7 +24,7 @@ const jobCols = `id, queue, owner, state, priority, run_at, attempt, max_attempt
 	idempotency_key, input_digest, unique_digest, labels, input_type, input_name, input_size,
 	progress_current, progress_total, progress_message, result_type, result_size, artifacts,
 	error_message, error_code, created_at, started_at, finished_at, updated_at, expires_at,
-	version, lease_token, lease_expires_at, worker`
+	version, lease_token, lease_expires_at, worker, webhook_url, webhook_events`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -38,12 +38,13 @@ func scanJob(r scanner) (*job.Job, error) {
 		resultSize                          int64
 		created, started, finished, updated int64
 		expires, leaseExp                   int64
+		hookURL, hookEvents                 sql.NullString
 	)
 	err := r.Scan(&j.ID, &j.Queue, &j.Owner, &state, &j.Priority, &runAt, &j.Attempt, &j.MaxAttempts, &timeout,
 		&idem, &j.InputDigest, &unique, &labels, &j.Input.ContentType, &j.Input.Name, &j.Input.Size,
 		&j.Progress.Current, &j.Progress.Total, &j.Progress.Message, &resultType, &resultSize, &j.Artifacts,
 		&errMsg, &errCode, &created, &started, &finished, &updated, &expires,
-		&j.Version, &leaseToken, &leaseExp, &worker)
+		&j.Version, &leaseToken, &leaseExp, &worker, &hookURL, &hookEvents)
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +67,10 @@ func scanJob(r scanner) (*job.Job, error) {
 	j.CreatedAt, j.StartedAt, j.FinishedAt = fromUS(created), fromUS(started), fromUS(finished)
 	j.UpdatedAt, j.ExpiresAt = fromUS(updated), fromUS(expires)
 	j.LeaseToken, j.LeaseExpiresAt, j.Worker = leaseToken.String, fromUS(leaseExp), worker.String
+	j.Webhook = hookURL.String
+	if hookEvents.String != "" {
+		j.WebhookEvents = strings.Split(hookEvents.String, ",")
+	}
 	return &j, nil
 }
 
@@ -247,11 +252,11 @@ func (s *Store) Insert(ctx context.Context, jobs []store.NewJob) ([]store.Insert
 			}
 			_, err := w.exec(`INSERT INTO jobs (id, queue, owner, state, priority, run_at, attempt,
 				max_attempts, timeout_us, idempotency_key, input_digest, unique_digest, labels, input_type, input_name,
-				input_size, input_data, input_path, created_at, updated_at, version)
-				VALUES (?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+				input_size, input_data, input_path, created_at, updated_at, version, webhook_url, webhook_events)
+				VALUES (?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
 				nj.ID, nj.Queue, nj.Owner, nj.Priority, us(nj.RunAt), nj.MaxAttempts, nj.Timeout.Microseconds(),
 				nullStr(nj.IdempotencyKey), nj.InputDigest, unique, labels, nj.Input.ContentType, nj.Input.Name,
-				ps[i].size, data, path, us(now), us(now))
+				ps[i].size, data, path, us(now), us(now), nullStr(nj.Webhook), nullStr(strings.Join(nj.WebhookEvents, ",")))
 			if err != nil {
 				return fmt.Errorf("insert job %s: %w", nj.ID, err)
 			}
@@ -281,6 +286,10 @@ func inserted(nj store.NewJob, size int64, now time.Time) *job.Job {
 		Input: job.Blob{Name: nj.Input.Name, ContentType: nj.Input.ContentType, Size: size}}
 	if len(nj.Labels) > 0 {
 		j.Labels = maps.Clone(nj.Labels)
+	}
+	if nj.Webhook != "" {
+		j.Webhook = nj.Webhook
+		j.WebhookEvents = slices.Clone(nj.WebhookEvents)
 	}
 	return j
 }

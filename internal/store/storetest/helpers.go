@@ -485,6 +485,10 @@ func sameJob(t *testing.T, what string, got, want *job.Job) {
 	cmp("LeaseToken", got.LeaseToken, want.LeaseToken)
 	cmpTime("LeaseExpiresAt", got.LeaseExpiresAt, want.LeaseExpiresAt)
 	cmp("Worker", got.Worker, want.Worker)
+	cmp("Webhook", got.Webhook, want.Webhook)
+	if !slices.Equal(got.WebhookEvents, want.WebhookEvents) {
+		add("WebhookEvents", got.WebhookEvents, want.WebhookEvents)
+	}
 	if len(diffs) > 0 {
 		t.Errorf("%s: job %s differs:\n\t%s", what, want.ID, strings.Join(diffs, "\n\t"))
 	}

@@ -54,6 +54,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"NextRunAt", testNextRunAt},
 		{"Versions", testVersions},
 		{"Times", testTimes},
+		{"WebhookJob", testWebhookJob},
+		{"Deliveries", testDeliveries},
+		{"DeliveryLease", testDeliveryLease},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
