@@ -102,9 +102,14 @@ func (s *Subscription) deliver(e Event) {
 
 const subBuffer = 64
 
+// jobSubBuffer is small: a subscription to one job drops stale versions
+// and always keeps the latest, so a long buffer would only cost memory per
+// watcher (thousands of them may be open).
+const jobSubBuffer = 4
+
 // SubscribeJob receives the events of one job.
 func (h *Hub) SubscribeJob(id string) *Subscription {
-	s := &Subscription{c: make(chan Event, subBuffer), hub: h, jobID: id}
+	s := &Subscription{c: make(chan Event, jobSubBuffer), hub: h, jobID: id}
 	h.mu.Lock()
 	subs := h.byJob[id]
 	if subs == nil {
