@@ -440,7 +440,7 @@ func TestGracefulShutdown(t *testing.T) {
 func TestRetentionPurge(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	e := start(t, st, engine.Options{PurgeEvery: 10 * time.Millisecond}, engine.Queue{Name: "q", Concurrency: 1, MaxAttempts: 1,
-		Retention: time.Millisecond, Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error { return nil })})
+		Retention: 300 * time.Millisecond, Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error { return nil })})
 	j := wait(t, e, submit(t, e, store.NewJob{Queue: "q"}).ID)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
