@@ -268,15 +268,14 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, c *caller) {
 func (s *Server) allEvents(w http.ResponseWriter, r *http.Request, c *caller) {
 	q := r.URL.Query()
 	queue := q.Get("queue")
+	list, p := parseStates(q)
+	if p != nil {
+		writeProblem(w, r, *p)
+		return
+	}
 	states := map[job.State]bool{}
-	for _, v := range q["state"] {
-		for _, st := range strings.Split(v, ",") {
-			if !job.State(st).Valid() {
-				writeProblem(w, r, probBadRequest.with("state="+strconv.Quote(st)+": want queued, running, succeeded, failed or canceled"))
-				return
-			}
-			states[job.State(st)] = true
-		}
+	for _, st := range list {
+		states[st] = true
 	}
 	sub := s.e.Hub().Subscribe(func(ev engine.Event) bool {
 		// Owner isolation is decided here, before anything is queued for

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -249,6 +250,21 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, c *caller) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// parseStates reads the state filter: repeatable, or comma-separated.
+func parseStates(q url.Values) ([]job.State, *problem) {
+	var out []job.State
+	for _, v := range q["state"] {
+		for _, st := range strings.Split(v, ",") {
+			if !job.State(st).Valid() {
+				p := probBadRequest.with("state=" + strconv.Quote(st) + ": want queued, running, succeeded, failed or canceled")
+				return nil, &p
+			}
+			out = append(out, job.State(st))
+		}
+	}
+	return out, nil
+}
+
 func (s *Server) list(w http.ResponseWriter, r *http.Request, c *caller) {
 	q := r.URL.Query()
 	f := store.Filter{Queue: q.Get("queue"), After: q.Get("cursor"), Limit: 50}
@@ -257,15 +273,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, c *caller) {
 	} else if o := q.Get("owner"); o != "" {
 		f.Owner = o
 	}
-	for _, v := range q["state"] {
-		for _, st := range strings.Split(v, ",") {
-			if !job.State(st).Valid() {
-				writeProblem(w, r, probBadRequest.with("state="+strconv.Quote(st)+": want queued, running, succeeded, failed or canceled"))
-				return
-			}
-			f.States = append(f.States, job.State(st))
-		}
+	states, p := parseStates(q)
+	if p != nil {
+		writeProblem(w, r, *p)
+		return
 	}
+	f.States = states
 	for _, kv := range q["label"] {
 		k, v, ok := strings.Cut(kv, ":")
 		if !ok || k == "" {
