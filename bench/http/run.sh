@@ -23,23 +23,11 @@ for tool in go wrk curl jq timeout; do
 	command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (wrk: apt-get install -y wrk)" >&2; exit 1; }
 done
 
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/docket-http-bench.XXXXXX")
 PIDS=()
-
-stop_pid() { # stop_pid PID: SIGTERM, up to 15 s to exit, then SIGKILL
-	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 150; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		echo "run.sh: server $pid did not stop within 15 s; killing it" >&2
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local pid
@@ -84,33 +72,6 @@ stop() { # stops the server started last
 counts() {
 	curl -fs --max-time 5 "$URL/v1/queues" | jq -r --arg q "$1" '.queues[] | select(.name == $q) |
 		"\(.counts.queued + .counts.running + .counts.succeeded + .counts.failed + .counts.canceled) \(.counts.succeeded + .counts.failed) \(.concurrency)"'
-}
-
-# busy: how busy the machine's CPUs are (percent) over half a second.
-busy() {
-	local a b
-	read -r -a a </proc/stat
-	sleep 0.5
-	read -r -a b </proc/stat
-	awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN {
-		split(a, x); split(b, y); t = 0
-		for (i = 2; i <= 9; i++) t += y[i] - x[i]
-		idle = (y[5] - x[5]) + (y[6] - x[6])
-		printf "%d", (t > 0 ? 100 * (t - idle) / t : 0)
-	}'
-}
-
-# quiet NAME: waits (at most QUIET_WAIT s) for the machine to be idle before
-# a run, since anything else running takes CPU from client and server.
-QUIET_WAIT=${QUIET_WAIT:-60}
-quiet() {
-	local b i
-	for ((i = 0; i < QUIET_WAIT * 2; i++)); do
-		b=$(busy)
-		((b < 15)) && return 0
-	done
-	echo "run.sh: the machine is ${b}% busy before $1" >&2
-	NOTES+=("$1: the machine was ${b}% busy before the run (something else running)")
 }
 
 # wrk_run NAME URL [LUA]: one wrk run, once the machine is quiet; its output
@@ -181,7 +142,6 @@ field() {
 	esac
 }
 
-NOTES=()
 ROWS=()
 # row NAME LABEL BARE-NAME: a line of the summary table.
 row() {

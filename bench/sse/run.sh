@@ -41,22 +41,14 @@ if (($(ulimit -n) < WATCHERS + 1000)); then
 	exit 1
 fi
 
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/docket-sse-bench.XXXXXX")
 PID=
 
-stop_server() { # SIGTERM, up to 15 s to exit, then SIGKILL
-	local i
-	[[ -n $PID ]] && kill -0 "$PID" 2>/dev/null || return 0
-	kill -TERM "$PID" 2>/dev/null || true
-	for ((i = 0; i < 150; i++)); do
-		kill -0 "$PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$PID" 2>/dev/null; then
-		echo "run.sh: server $PID did not stop within 15 s; killing it" >&2
-		kill -KILL "$PID" 2>/dev/null || true
-	fi
-	wait "$PID" 2>/dev/null || true
+stop_server() {
+	stop_pid "$PID"
 	PID=
 }
 
@@ -67,34 +59,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# busy: how busy the machine's CPUs are (percent) over half a second.
-busy() {
-	local a b
-	read -r -a a </proc/stat
-	sleep 0.5
-	read -r -a b </proc/stat
-	awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN {
-		split(a, x); split(b, y); t = 0
-		for (i = 2; i <= 9; i++) t += y[i] - x[i]
-		idle = (y[5] - x[5]) + (y[6] - x[6])
-		printf "%d", (t > 0 ? 100 * (t - idle) / t : 0)
-	}'
-}
-
-# quiet: waits (at most QUIET_WAIT s) for the machine to be idle, since
-# anything else running takes CPU from the client and the server.
-QUIET_WAIT=${QUIET_WAIT:-60}
-NOTES=()
-quiet() {
-	local b i
-	for ((i = 0; i < QUIET_WAIT * 2; i++)); do
-		b=$(busy)
-		((b < 15)) && return 0
-	done
-	echo "run.sh: the machine is ${b}% busy before the run" >&2
-	NOTES+=("the machine was ${b}% busy before the run (something else running): run again")
-}
 
 echo "docket SSE benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -sr), $(go env GOVERSION)," \
 	"open-file limit $(ulimit -n)"
