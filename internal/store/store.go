@@ -249,3 +249,46 @@ type Store interface {
 	// Close releases the store; pending writes are finished first.
 	Close() error
 }
+
+// Change announces that a job changed, as a store shared by several
+// processes tells the others. It carries what a node needs to decide whether
+// the change concerns it (a queue to wake, a watched job, a handler to stop);
+// the job itself is read with Get when it does.
+type Change struct {
+	JobID   string
+	Queue   string
+	Owner   string
+	Version int64
+	State   job.State
+	// Deleted is set when the job was removed (deleted or purged).
+	Deleted bool
+}
+
+// Notice is one delivery of Watch.
+type Notice struct {
+	// Changes committed by other Store instances, in commit order.
+	Changes []Change
+	// Resync is set when notices may have been missed (the connection that
+	// carries them was lost and is back). Changes then holds every job
+	// changed since shortly before the loss, as the store now has it, so
+	// that no final state is missed; deletions in between are not known.
+	Resync bool
+}
+
+// Watcher is implemented by stores that many processes share (PostgreSQL).
+// The SQLite store is used by one process and does not implement it.
+type Watcher interface {
+	// Watch calls fn with the changes other Store instances commit until
+	// ctx is done, reconnecting as needed; it returns ctx's error. fn is
+	// called from one goroutine, in order, and should not block for long.
+	Watch(ctx context.Context, fn func(Notice)) error
+}
+
+// Leader is implemented by stores that many processes share, so that one
+// of them at a time runs the store-wide chores (rescue, purge).
+type Leader interface {
+	// Lead reports whether this Store instance leads now, taking the lead
+	// if nobody holds it. A leader keeps the lead until it closes or loses
+	// its connection to the database.
+	Lead(ctx context.Context) (bool, error)
+}
