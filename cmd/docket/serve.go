@@ -30,6 +30,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	sync := fs.String("sqlite-sync", "", `"normal" (survives a process crash) or "full" (also power loss)`)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long running jobs may finish on shutdown")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,6 +52,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if len(cfg.Tokens) == 0 && !loopback(cfg.Listen) {
 		return fmt.Errorf("refusing to listen on %s without tokens: open mode serves only a loopback address (127.0.0.1, ::1, localhost); configure tokens to listen elsewhere", cfg.Listen)
+	}
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -103,12 +111,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	for i, t := range cfg.Tokens {
 		tokens[i] = api.Token{Owner: t.Owner, Scopes: t.Scopes, Hash: t.Hash}
 	}
+	handler := api.New(api.Config{Engine: d.Engine(), Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
+		Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, TempDir: filepath.Join(cfg.DataDir, "tmp"), Logger: log})
 	srv := &http.Server{
-		Handler: api.New(api.Config{Engine: d.Engine(), Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
-			Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, TempDir: filepath.Join(cfg.DataDir, "tmp"), Logger: log}),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Remote workers' waiting claims would hold the shutdown up for their
+	// whole wait.
+	srv.RegisterOnShutdown(handler.Drain)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("docket running", "url", "http://"+ln.Addr().String(), "data_dir", cfg.DataDir, "store", cfg.Store,

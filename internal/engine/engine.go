@@ -223,7 +223,10 @@ func (e *Engine) Start() error {
 	for _, r := range e.queues {
 		e.startRunner(r)
 	}
-	e.background.Add(2)
+	e.background.Add(3)
+	// Leases are renewed until the last handler has finished, which may
+	// be after the claim loops stopped.
+	go e.heartbeats(e.work)
 	go e.every(e.opts.RescueEvery, e.rescue)
 	go e.every(e.opts.PurgeEvery, e.purge)
 	return nil

@@ -568,3 +568,56 @@ func TestJobSubscriptionIsOrdered(t *testing.T) {
 		t.Fatalf("delivered %v, want [2 3 5]", got)
 	}
 }
+
+// A job canceled by another process sharing the store stops here at the
+// next lease renewal, for every job running at once.
+func TestLeaseLossStopsHandlers(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	const n = 20
+	stopped := make(chan string, n)
+	e := start(t, st, engine.Options{Lease: 90 * time.Millisecond}, engine.Queue{Name: "q", Concurrency: n, MaxAttempts: 1,
+		Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
+			<-ctx.Done()
+			stopped <- tk.ID()
+			return context.Cause(ctx)
+		})})
+	var ids []string
+	for range n {
+		ids = append(ids, submit(t, e, store.NewJob{Queue: "q"}).ID)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range ids {
+		for {
+			j, err := st.Get(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.State == job.Running {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %s not running: %s", id, j.State)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		// Straight through the store, as another node would: this engine
+		// is not told.
+		if _, err := st.Cancel(context.Background(), id, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		select {
+		case id := <-stopped:
+			seen[id] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d handlers stopped after their jobs were canceled elsewhere", len(seen), n)
+		}
+	}
+	for _, id := range ids {
+		if j, _ := st.Get(context.Background(), id); j.State != job.Canceled {
+			t.Fatalf("job %s: %s, want canceled", id, j.State)
+		}
+	}
+}

@@ -294,17 +294,8 @@ func (r *runner) run(j *job.Job) {
 	// A newer attempt of the same job may have replaced this one already.
 	defer e.running.CompareAndDelete(j.ID, t)
 
-	hbDone := make(chan struct{})
-	hbStop := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		t.heartbeat(hbStop)
-	}()
-
 	err := t.call()
 
-	close(hbStop)
-	<-hbDone
 	final := t.closeProgress()
 	r.finish(t, err, final)
 }
@@ -318,27 +309,63 @@ func (t *Task) call() (err error) {
 	return t.r.q.Handler.Run(t.ctx, t)
 }
 
-func (t *Task) heartbeat(stop <-chan struct{}) {
-	e := t.r.e
+// heartbeats renews the leases of the jobs running here, every Lease/3,
+// until ctx ends. One loop serves every running job: a goroutine and a
+// ticker per job would cost memory in proportion to the jobs running, which
+// may be tens of thousands of mostly idle ones.
+func (e *Engine) heartbeats(ctx context.Context) {
+	defer e.background.Done()
 	tick := time.NewTicker(e.opts.Lease / 3)
 	defer tick.Stop()
 	for {
 		select {
-		case <-stop:
-			return
-		case <-t.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-tick.C:
-			_, err := e.store.Heartbeat(t.ctx, t.job.ID, t.job.LeaseToken, e.opts.Lease)
-			if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrNotFound) {
-				// Canceled, deleted or rescued elsewhere: stop working on it.
-				t.cancel(errLeaseLost)
-				return
-			}
-			if err != nil && t.ctx.Err() == nil {
-				e.log.Warn("heartbeat", "job", t.job.ID, "err", err)
-			}
 		}
+		var tasks []*Task
+		e.running.Range(func(_, v any) bool {
+			tasks = append(tasks, v.(*Task))
+			return true
+		})
+		// A few at once: the store batches concurrent writes, and one slow
+		// round trip must not delay the others' renewal.
+		work := make(chan *Task)
+		var wg sync.WaitGroup
+		for range min(len(tasks), heartbeatParallel) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for t := range work {
+					t.heartbeat()
+				}
+			}()
+		}
+		for _, t := range tasks {
+			work <- t
+		}
+		close(work)
+		wg.Wait()
+	}
+}
+
+const heartbeatParallel = 8
+
+// heartbeat renews the task's lease once, and stops the task when the job
+// is no longer its own.
+func (t *Task) heartbeat() {
+	if t.ctx.Err() != nil {
+		return // finishing: its outcome is being recorded
+	}
+	e := t.r.e
+	_, err := e.store.Heartbeat(t.ctx, t.job.ID, t.job.LeaseToken, e.opts.Lease)
+	if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrNotFound) {
+		// Canceled, deleted or rescued elsewhere: stop working on it.
+		t.cancel(errLeaseLost)
+		return
+	}
+	if err != nil && t.ctx.Err() == nil {
+		e.log.Warn("heartbeat", "job", t.job.ID, "err", err)
 	}
 }
 
