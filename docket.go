@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/docket/docket/internal/exec"
 	"github.com/docket/docket/internal/job"
 	"github.com/docket/docket/internal/store"
+	"github.com/docket/docket/internal/store/postgres"
 	"github.com/docket/docket/internal/store/sqlite"
 )
 
@@ -40,7 +42,9 @@ import (
 type Config struct {
 	// DataDir holds the database, stored files and temporary files.
 	DataDir string
-	// Store is "sqlite" (the default, one file in DataDir).
+	// Store is "sqlite" (the default, one file in DataDir) or a
+	// postgres:// URL, for many processes on many machines sharing one
+	// database. DataDir then only holds temporary files.
 	Store string
 	// SQLiteSync is "normal" (the default: a commit survives a crash of
 	// the process) or "full" (it also survives a power loss, at the cost
@@ -145,7 +149,14 @@ func Open(ctx context.Context, cfg Config) (*Docket, error) {
 		}
 		st = s
 	default:
-		return nil, fmt.Errorf("docket: store %q is not supported", cfg.Store)
+		if !strings.HasPrefix(cfg.Store, "postgres://") && !strings.HasPrefix(cfg.Store, "postgresql://") {
+			return nil, fmt.Errorf("docket: store %q is not supported: use \"sqlite\" or a postgres:// URL", cfg.Store)
+		}
+		s, err := postgres.Open(ctx, postgres.Options{URL: cfg.Store})
+		if err != nil {
+			return nil, fmt.Errorf("docket: %w", err)
+		}
+		st = s
 	}
 	tmp := filepath.Join(cfg.DataDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o750); err != nil {

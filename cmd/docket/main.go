@@ -1,6 +1,7 @@
 // Command docket is the docket job server and its tools.
 //
-//	docket serve [-config docket.yaml] [-data-dir DIR]   run the queues
+//	docket serve [-config docket.yaml] [-data-dir DIR]   run the API and the queues
+//	docket worker --store postgres://... [--queues a,b]  run queues, no API
 //	docket bench [-mode all|drain|concurrent|latency|memory]  measure the engine
 //	docket submit [flags] QUEUE [FILE|-]                 submit a job to a server
 //	docket jobs ls|get|wait|result|artifacts|artifact|cancel|retry|rm  manage jobs
@@ -23,6 +24,7 @@ const usage = `docket: durable asynchronous jobs for slow work
 
 Usage:
   docket serve [flags]   run the job server (see docket serve -h)
+  docket worker [flags]  run queues without the API, on a shared store (see docket worker -h)
   docket bench [flags]   measure the engine on the embedded store (see docket bench -h)
   docket submit [flags] QUEUE [FILE|-]
                          submit a job; --wait follows it and writes its result
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
+	case "worker":
+		return worker(ctx, args[1:], stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "submit":

@@ -141,6 +141,10 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"nope"}, "unknown command"},
 		{[]string{"serve", "-config", "/does/not/exist.yaml"}, "exist.yaml"},
 		{[]string{"bench", "-mode", "bogus", "-jobs", "10"}, "unknown mode"},
+		{[]string{"serve", "-queues", "nope", "-listen", "127.0.0.1:0"}, `no queue "nope"`},
+		{[]string{"serve", "-queues", "echo", "-work=false", "-listen", "127.0.0.1:0"}, "cannot be given with --queues"},
+		{[]string{"worker", "-queues", "nope"}, `no queue "nope"`},
+		{[]string{"worker", "-store", "mysql://x"}, "store"},
 	}
 	for _, c := range cases {
 		err := run(t.Context(), c.args, io.Discard, io.Discard)
@@ -151,5 +155,46 @@ func TestCommandLineErrors(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(t.Context(), []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "docket ") {
 		t.Errorf("version: %q %v", out.String(), err)
+	}
+}
+
+// A worker node runs the queues of a store it shares, here with an API
+// node that runs none.
+func TestWorkerRunsSharedQueues(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"worker", "-data-dir", dir, "-queues", "echo"}, io.Discard, &logs)
+	}()
+	for !strings.Contains(logs.String(), "docket worker running") {
+		select {
+		case err := <-done:
+			t.Fatalf("worker exited: %v\n%s", err, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// The submitting side declares the queue without running it.
+	d, err := docket.Open(ctx, docket.Config{DataDir: dir, Queues: map[string]docket.Queue{"echo": {Concurrency: 0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	j, err := d.Submit(ctx, "echo", []byte("hello"), docket.SubmitOptions{ContentType: "text/plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if j, err = d.Wait(wctx, j.ID); err != nil || j.State != docket.StateSucceeded {
+		t.Fatalf("%v %+v\n%s", err, j, logs.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("worker: %v\n%s", err, logs.String())
 	}
 }

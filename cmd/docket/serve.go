@@ -10,51 +10,37 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/docket/docket"
 	"github.com/docket/docket/internal/api"
-	"github.com/docket/docket/internal/config"
-	"github.com/docket/docket/internal/webhook"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "YAML configuration file (none: the built-in echo demo queue)")
-	dataDir := fs.String("data-dir", "", "data directory (overrides data_dir and DOCKET_DATA_DIR)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: docket serve [flags]\n\nRuns the HTTP API and the queues of this node.\n\n")
+		fs.PrintDefaults()
+	}
 	listen := fs.String("listen", "", "address to serve HTTP on (overrides listen and DOCKET_LISTEN)")
-	storeURL := fs.String("store", "", `store: "sqlite" (overrides store and DOCKET_STORE)`)
-	sync := fs.String("sqlite-sync", "", `"normal" (survives a process crash) or "full" (also power loss)`)
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long running jobs may finish on shutdown")
-	pprofAddr := fs.String("pprof", "", "serve Go's profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060")
+	nf := addNodeFlags(fs)
+	nf.work = fs.Bool("work", true, "run queues here; false: an API node only, others (worker nodes, remote workers) run the jobs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *level)
+	cfg, log, err := nf.loadConfig(stderr, *listen)
 	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return err
-	}
-	for dst, v := range map[*string]string{&cfg.DataDir: *dataDir, &cfg.Store: *storeURL, &cfg.SQLiteSync: *sync, &cfg.Listen: *listen} {
-		if v != "" {
-			*dst = v
-		}
-	}
-	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	if len(cfg.Tokens) == 0 && !loopback(cfg.Listen) {
 		return fmt.Errorf("refusing to listen on %s without tokens: open mode serves only a loopback address (127.0.0.1, ::1, localhost); configure tokens to listen elsewhere", cfg.Listen)
 	}
-	if *pprofAddr != "" {
-		stop, err := servePprof(*pprofAddr, log)
+	if *nf.pprof != "" {
+		stop, err := servePprof(*nf.pprof, log)
 		if err != nil {
 			return err
 		}
@@ -65,53 +51,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer ln.Close()
-	dc := docket.Config{DataDir: cfg.DataDir, Store: cfg.Store, SQLiteSync: cfg.SQLiteSync, Logger: log,
-		ShutdownGrace: *grace, Queues: map[string]docket.Queue{}}
-	for name, q := range cfg.Queues {
-		dc.Queues[name] = docket.Queue{Concurrency: q.Concurrency, MaxQueued: q.MaxQueued, Timeout: q.Timeout,
-			MaxAttempts: q.MaxAttempts, Retention: q.Retention, Command: q.Command, ResultType: q.ResultType}
-	}
-	d, err := docket.Open(ctx, dc)
+	n, err := startNode(ctx, nf, cfg, log)
 	if err != nil {
-		return err
-	}
-	// The demo queue runs when no queue is configured, and a configured
-	// queue named echo without a command gets the demo handler too.
-	if q, ok := cfg.Queues["echo"]; len(cfg.Queues) == 0 || ok && len(q.Command) == 0 && q.Concurrency > 0 {
-		d.Handle("echo", echo)
-	}
-	for name, q := range cfg.Queues {
-		if name != "echo" && len(q.Command) == 0 && q.Concurrency > 0 {
-			log.Warn("queue has no command: its jobs are stored for remote workers, none run here", "queue", name, "concurrency", q.Concurrency)
-		}
-		if q.Paused {
-			d.Engine().SetPaused(name, true)
-		}
-	}
-	secret, err := webhook.LoadSecret(cfg.Webhooks.Secret, cfg.DataDir)
-	if err != nil {
-		d.Close(context.Background())
-		return err
-	}
-	hooks, err := webhook.New(webhook.Options{Store: d.Engine().Store(), Hub: d.Engine().Hub(), Marshal: api.JobJSON,
-		Secret: secret, AllowPrivate: cfg.Webhooks.AllowPrivate, Logger: log,
-		MaxAttempts: cfg.Webhooks.MaxAttempts, MaxAge: cfg.Webhooks.MaxAge})
-	if err != nil {
-		d.Close(context.Background())
-		return err
-	}
-	// Listening before the engine starts: the first jobs' changes count.
-	hooks.Start()
-	if err := d.Start(); err != nil {
-		hooks.Stop(context.Background())
-		d.Close(context.Background())
 		return err
 	}
 	tokens := make([]api.Token, len(cfg.Tokens))
 	for i, t := range cfg.Tokens {
 		tokens[i] = api.Token{Owner: t.Owner, Scopes: t.Scopes, Hash: t.Hash}
 	}
-	handler := api.New(api.Config{Engine: d.Engine(), Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
+	handler := api.New(api.Config{Engine: n.d.Engine(), Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
 		Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, TempDir: filepath.Join(cfg.DataDir, "tmp"), Logger: log})
 	srv := &http.Server{
 		Handler:           handler,
@@ -123,39 +71,40 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv.RegisterOnShutdown(handler.Drain)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("docket running", "url", "http://"+ln.Addr().String(), "data_dir", cfg.DataDir, "store", cfg.Store,
-		"sqlite_sync", cfg.SQLiteSync, "queues", strings.Join(d.Engine().Queues(), ","))
+	log.Info("docket running", "url", "http://"+ln.Addr().String(), "data_dir", cfg.DataDir, "store", redactURL(cfg.Store),
+		"sqlite_sync", cfg.SQLiteSync, "queues", strings.Join(n.d.Engine().Queues(), ","), "runs", strings.Join(n.run, ","))
 	if len(cfg.Tokens) == 0 {
 		log.Warn("open mode: no tokens configured, every caller is an admin; serving on a loopback address only")
 	}
 	select {
 	case <-ctx.Done():
 	case err := <-served:
-		d.Engine().Stop(context.Background())
-		hooks.Stop(context.Background())
-		d.Close(context.Background())
+		n.stop(context.Background())
 		return fmt.Errorf("http server: %w", err)
 	}
-	log.Info("shutting down: no new requests or jobs; running jobs may finish", "grace", *grace)
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	log.Info("shutting down: no new requests or jobs; running jobs may finish", "grace", *nf.grace)
+	sctx, cancel := context.WithTimeout(context.Background(), *nf.grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 		srv.Close()
 	}
-	// The engine first, so that the jobs finishing in the grace period
-	// have their deliveries recorded; the store last, as both write to it.
-	if err := d.Engine().Stop(sctx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
-	if err := hooks.Stop(sctx); err != nil {
-		log.Warn("webhook shutdown", "err", err)
-	}
-	if err := d.Close(sctx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
+	n.stop(sctx)
+	// The event streams taken over from net/http, which srv.Shutdown does
+	// not know; after the engine, so that they carry the jobs finishing
+	// in the grace period.
+	handler.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// redactURL hides the password of a store URL in logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
 }
 
 // loopback reports whether addr (host:port) only accepts local connections.

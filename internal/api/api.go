@@ -64,6 +64,13 @@ type Server struct {
 
 	limitMu  sync.Mutex
 	limiters map[string]*limiter
+
+	// claims is canceled by Drain: remote workers' claims end.
+	claims     context.Context
+	stopClaims context.CancelFunc
+
+	// streams serves the job event streams taken over from net/http.
+	streams *streamServer
 }
 
 type limiter struct {
@@ -80,6 +87,8 @@ func New(cfg Config) *Server {
 		cfg.Burst = 20
 	}
 	s := &Server{cfg: cfg, e: cfg.Engine, log: cfg.Logger, mux: http.NewServeMux(), limiters: map[string]*limiter{}}
+	s.streams = newStreamServer(s.e, s.log)
+	s.claims, s.stopClaims = context.WithCancel(context.Background())
 	s.routes()
 	return s
 }
@@ -110,6 +119,12 @@ func (s *Server) routeList() []route {
 		{"GET /v1/queues", ScopeRead, s.queues},
 		{"POST /v1/queues/{queue}/pause", ScopeAdmin, s.pause},
 		{"POST /v1/queues/{queue}/resume", ScopeAdmin, s.resume},
+		{"POST /v1/queues/{queue}/claim", ScopeWorker, s.claimJob},
+		{"GET /v1/jobs/{id}/input", ScopeWorker, s.jobInput},
+		{"POST /v1/jobs/{id}/heartbeat", ScopeWorker, s.heartbeatJob},
+		{"POST /v1/jobs/{id}/progress", ScopeWorker, s.progressJob},
+		{"POST /v1/jobs/{id}/complete", ScopeWorker, s.completeJob},
+		{"POST /v1/jobs/{id}/fail", ScopeWorker, s.failJob},
 		{"GET /healthz", "", s.healthz},
 		{"GET /readyz", "", s.readyz},
 		{"GET /openapi.json", "", s.openapi},

@@ -49,16 +49,8 @@ func streamFormatOf(r *http.Request) streamFormat {
 	return formatSSE
 }
 
-// stream writes events in one of the three formats.
-type stream struct {
-	w      http.ResponseWriter
-	rc     *http.ResponseController
-	format streamFormat
-	n      int // elements written (json-array)
-}
-
-func newStream(w http.ResponseWriter, format streamFormat) *stream {
-	h := w.Header()
+// setStreamHeaders sets the headers of a stream's response.
+func setStreamHeaders(h http.Header, format streamFormat) {
 	switch format {
 	case formatSSE:
 		h.Set("Content-Type", "text/event-stream")
@@ -69,6 +61,18 @@ func newStream(w http.ResponseWriter, format streamFormat) *stream {
 	}
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // let proxies pass events at once
+}
+
+// stream writes events in one of the three formats through net/http.
+type stream struct {
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	format streamFormat
+	n      int // elements written (json-array)
+}
+
+func newStream(w http.ResponseWriter, format streamFormat) *stream {
+	setStreamHeaders(w.Header(), format)
 	w.WriteHeader(http.StatusOK)
 	s := &stream{w: w, rc: http.NewResponseController(w), format: format}
 	if format == formatArray {
@@ -88,71 +92,105 @@ type arrayElement struct {
 	Result        string     `json:"result,omitempty"`
 }
 
-// send writes one event about j; kind is "state" or "progress".
-func (s *stream) send(kind string, j *job.Job) error {
-	var err error
-	switch s.format {
+// appendEvent appends the frame of one event about j, of kind "state" or
+// "progress"; n is the count of the elements written before it (json-array).
+// Both ways of serving a stream write these bytes.
+func appendEvent(b []byte, format streamFormat, kind string, j *job.Job, n int) ([]byte, error) {
+	switch format {
 	case formatSSE:
-		var b []byte
-		b, err = json.Marshal(toJSON(j))
-		if err == nil {
-			_, err = fmt.Fprintf(s.w, "event: %s\nid: %d\ndata: %s\n\n", kind, j.Version, b)
+		data, err := json.Marshal(toJSON(j))
+		if err != nil {
+			return b, err
 		}
+		b = append(b, "event: "...)
+		b = append(b, kind...)
+		b = append(b, "\nid: "...)
+		b = strconv.AppendInt(b, j.Version, 10)
+		b = append(b, "\ndata: "...)
+		b = append(b, data...)
+		return append(b, "\n\n"...), nil
 	case formatNDJSON:
-		err = json.NewEncoder(s.w).Encode(map[string]any{"event": kind, "id": j.Version, "job": toJSON(j)})
-	case formatArray:
-		el := arrayElement{Message: j.Progress.Message, NAheadInQueue: j.Position, State: j.State}
-		if p := j.Progress.Percent(); p >= 0 {
-			f := p / 100
-			el.Fraction = &f
+		// What json.Encoder writes: the value, then a newline.
+		data, err := json.Marshal(map[string]any{"event": kind, "id": j.Version, "job": toJSON(j)})
+		if err != nil {
+			return b, err
 		}
-		if j.State == job.Succeeded {
-			one := 1.0
-			el.Fraction = &one
-			el.Result = jobPath(j.ID) + "/result"
-		}
-		if j.State.Terminal() && j.State != job.Succeeded {
-			el.Error = j.Error
-			if el.Error == nil {
-				el.Error = &job.Error{Message: "job " + string(j.State)}
-			}
-		}
-		sep := ""
-		if s.n > 0 {
-			sep = ","
-		}
-		var b []byte
-		b, err = json.Marshal(el)
-		if err == nil {
-			_, err = fmt.Fprintf(s.w, "%s%s", sep, b)
+		b = append(b, data...)
+		return append(b, '\n'), nil
+	}
+	el := arrayElement{Message: j.Progress.Message, NAheadInQueue: j.Position, State: j.State}
+	if p := j.Progress.Percent(); p >= 0 {
+		f := p / 100
+		el.Fraction = &f
+	}
+	if j.State == job.Succeeded {
+		one := 1.0
+		el.Fraction = &one
+		el.Result = jobPath(j.ID) + "/result"
+	}
+	if j.State.Terminal() && j.State != job.Succeeded {
+		el.Error = j.Error
+		if el.Error == nil {
+			el.Error = &job.Error{Message: "job " + string(j.State)}
 		}
 	}
+	data, err := json.Marshal(el)
+	if err != nil {
+		return b, err
+	}
+	if n > 0 {
+		b = append(b, ',')
+	}
+	return append(b, data...), nil
+}
+
+// appendHeartbeat appends a keep-alive: a comment, an empty line, or
+// nothing in an array, which has no room for one but whitespace.
+func appendHeartbeat(b []byte, format streamFormat) []byte {
+	switch format {
+	case formatSSE:
+		return append(b, ": ping\n\n"...)
+	case formatNDJSON:
+		return append(b, '\n')
+	}
+	return b
+}
+
+// appendEnd appends what closes a stream's body.
+func appendEnd(b []byte, format streamFormat) []byte {
+	if format == formatArray {
+		return append(b, "]\n"...)
+	}
+	return b
+}
+
+// send writes one event about j; kind is "state" or "progress".
+func (s *stream) send(kind string, j *job.Job) error {
+	b, err := appendEvent(nil, s.format, kind, j, s.n)
 	s.n++
 	if err != nil {
+		return err
+	}
+	if _, err := s.w.Write(b); err != nil {
 		return err
 	}
 	return s.rc.Flush()
 }
 
 func (s *stream) heartbeat() error {
-	switch s.format {
-	case formatSSE:
-		if _, err := fmt.Fprint(s.w, ": ping\n\n"); err != nil {
-			return err
-		}
-	case formatNDJSON:
-		if _, err := fmt.Fprint(s.w, "\n"); err != nil {
-			return err
-		}
-	default:
-		return nil // an array has no room for keep-alives but whitespace
+	b := appendHeartbeat(nil, s.format)
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return err
 	}
 	return s.rc.Flush()
 }
 
 func (s *stream) end() {
-	if s.format == formatArray {
-		fmt.Fprint(s.w, "]\n")
+	if b := appendEnd(nil, s.format); len(b) > 0 {
+		s.w.Write(b)
 	}
 	s.rc.Flush()
 }
@@ -176,6 +214,15 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, c *caller) {
 		return
 	}
 	format := streamFormatOf(r)
+	if s.takeOver(w, r, j, format) {
+		return
+	}
+	s.serveJobEvents(w, r, j, format)
+}
+
+// serveJobEvents serves the stream of j through net/http, for as long as
+// it lasts: on HTTP/2, and wherever the connection cannot be taken over.
+func (s *Server) serveJobEvents(w http.ResponseWriter, r *http.Request, j *job.Job, format streamFormat) {
 	sub := s.e.Hub().SubscribeJob(j.ID)
 	defer sub.Close()
 	// Read again now that changes are caught by the subscription.

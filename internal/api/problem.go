@@ -16,8 +16,11 @@ type problem struct {
 	Status   int    `json:"status"`
 	Detail   string `json:"detail,omitempty"`
 	Instance string `json:"instance,omitempty"`
-	// Code is a failed job's error code, for job-failed problems.
+	// Code is a failed job's error code, for job-failed problems, and why
+	// the lease was lost, for lease-lost problems.
 	Code string `json:"code,omitempty"`
+	// JobState is what became of the job, for lease-lost problems.
+	JobState string `json:"job_state,omitempty"`
 
 	retryAfter time.Duration
 }
@@ -36,6 +39,7 @@ var (
 	probMethod          = problem{Type: "urn:docket:problem:method-not-allowed", Title: "Method not allowed", Status: http.StatusMethodNotAllowed}
 	probConflict        = problem{Type: "urn:docket:problem:state-conflict", Title: "The job's state does not allow this", Status: http.StatusConflict}
 	probJobFailed       = problem{Type: "urn:docket:problem:job-failed", Title: "The job failed", Status: http.StatusInternalServerError}
+	probLeaseLost       = problem{Type: "urn:docket:problem:lease-lost", Title: "The worker no longer holds the job", Status: http.StatusConflict}
 	probJobCanceled     = problem{Type: "urn:docket:problem:job-canceled", Title: "The job was canceled", Status: http.StatusConflict}
 	probResultExpired   = problem{Type: "urn:docket:problem:result-expired", Title: "The job's result has expired", Status: http.StatusGone}
 	probTooLarge        = problem{Type: "urn:docket:problem:body-too-large", Title: "Request body too large", Status: http.StatusRequestEntityTooLarge}

@@ -44,7 +44,8 @@ type Token struct {
 	// Owner is the tenant the token's jobs belong to.
 	Owner string
 	// Scopes are the token's rights: api.ScopeSubmit, api.ScopeRead,
-	// api.ScopeAdmin (every right, and every owner's jobs).
+	// api.ScopeWorker (the remote-worker protocol), api.ScopeAdmin (every
+	// right, and every owner's jobs).
 	Scopes []string
 }
 
@@ -72,6 +73,10 @@ type Options struct {
 	// Logger receives the server's logs. By default warnings and errors go
 	// to the test's log (Start) or to stderr (New).
 	Logger *slog.Logger
+	// RescueEvery is how often the engine looks for lapsed leases, for
+	// tests of jobs whose worker vanished; 0 keeps the engine's default
+	// (every 15s), longer than a test wants to wait.
+	RescueEvery time.Duration
 }
 
 // DefaultQueues are the queues every server has unless Options replace
@@ -89,6 +94,7 @@ type Server struct {
 	Engine *engine.Engine
 
 	hs        *httptest.Server
+	api       *api.Server
 	st        *sqlite.Store
 	removeDir string // the data directory New made, removed on Close
 	closeOnce sync.Once
@@ -152,7 +158,8 @@ func start(opts Options, dir string) (*Server, error) {
 	// Retries come after a millisecond, not a second, and progress is
 	// stored every 10ms, not every 250ms, so that tests see them at once.
 	e, err := engine.New(engine.Options{Store: st, TempDir: dir, Logger: opts.Logger,
-		BackoffBase: time.Millisecond, BackoffMax: 2 * time.Millisecond, ProgressEvery: 10 * time.Millisecond})
+		BackoffBase: time.Millisecond, BackoffMax: 2 * time.Millisecond, ProgressEvery: 10 * time.Millisecond,
+		RescueEvery: opts.RescueEvery})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -183,8 +190,9 @@ func start(opts Options, dir string) (*Server, error) {
 	for plain, tok := range opts.Tokens {
 		tokens = append(tokens, api.Token{Owner: tok.Owner, Scopes: tok.Scopes, Hash: sha256.Sum256([]byte(plain))})
 	}
-	var h http.Handler = api.New(api.Config{Engine: e, Tokens: tokens, MaxBody: opts.MaxBody,
+	a := api.New(api.Config{Engine: e, Tokens: tokens, MaxBody: opts.MaxBody,
 		Rate: opts.Rate, Burst: opts.Burst, TempDir: dir, Logger: opts.Logger})
+	var h http.Handler = a
 	if observe := opts.Observe; observe != nil {
 		apiHandler := h
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -192,7 +200,7 @@ func start(opts Options, dir string) (*Server, error) {
 			apiHandler.ServeHTTP(w, r)
 		})
 	}
-	s := &Server{Engine: e, st: st, hs: httptest.NewServer(h)}
+	s := &Server{Engine: e, st: st, hs: httptest.NewServer(h), api: a}
 	s.URL = s.hs.URL
 	return s, nil
 }
@@ -205,6 +213,7 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.hs.CloseClientConnections()
 		s.hs.Close()
+		s.api.Close() // the event streams taken over from net/http
 		ctx, cancel := context.WithTimeout(context.Background(), stopGrace)
 		defer cancel()
 		s.Engine.Stop(ctx) // an error only says that handlers were canceled

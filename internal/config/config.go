@@ -32,6 +32,10 @@ type Config struct {
 	// SQLiteSync is "normal" (survives a process crash) or "full" (also
 	// survives power loss, at the cost of an fsync per commit).
 	SQLiteSync string
+	// Lease is how long a running job stays its worker's without a
+	// heartbeat: after a worker dies, its jobs wait this long before they
+	// run elsewhere. Heartbeats come every third of it.
+	Lease time.Duration
 	// Tokens are the accepted bearer tokens. None means open mode.
 	Tokens []Token
 	// Limits apply to every request, per token.
@@ -119,6 +123,7 @@ func Default() Config {
 		DataDir:    "./docket-data",
 		Store:      "sqlite",
 		SQLiteSync: "normal",
+		Lease:      30 * time.Second,
 		Limits:     Limits{MaxBody: 1 << 30, Burst: 20},
 		Queues:     map[string]Queue{},
 		Webhooks:   Webhooks{MaxAttempts: 20, MaxAge: 24 * time.Hour},
@@ -189,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.Store != "sqlite" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
 		bad("store", `must be "sqlite" or a postgres:// URL, got %q`, c.Store)
+	}
+	if c.Lease < time.Second || c.Lease > time.Hour {
+		bad("lease", "must be between 1s and 1h, got %s", c.Lease)
 	}
 	if c.SQLiteSync != "normal" && c.SQLiteSync != "full" {
 		bad("sqlite_sync", `must be "normal" or "full", got %q`, c.SQLiteSync)

@@ -59,6 +59,7 @@ func TestParseExample(t *testing.T) {
 		DataDir:    "/var/lib/docket",
 		Store:      "sqlite",
 		SQLiteSync: "full",
+		Lease:      30 * time.Second,
 		Tokens: []Token{
 			{Owner: "alice", Scopes: []string{"submit", "read"}, Hash: hash("a-secret")},
 			{Owner: "ops", Scopes: []string{"admin"}, Hash: opsHash},
@@ -162,6 +163,9 @@ func TestEnvOverrides(t *testing.T) {
 		{"bad rate", env("DOCKET_RATE", "fast"), nil, "DOCKET_RATE: invalid rate"},
 		{"bad burst", env("DOCKET_BURST", "x"), nil, "DOCKET_BURST"},
 		{"bad sqlite_sync", env("DOCKET_SQLITE_SYNC", "off"), nil, "sqlite_sync"},
+		{"lease", env("DOCKET_LEASE", "5s"), func(c Config) bool { return c.Lease == 5*time.Second }, ""},
+		{"bad lease", env("DOCKET_LEASE", "soon"), nil, "DOCKET_LEASE"},
+		{"lease too short", env("DOCKET_LEASE", "10ms"), nil, "lease"},
 		{"tokens", env("DOCKET_TOKENS", "alice:submit+read:s3:cret, ops:admin:x"), func(c Config) bool {
 			return len(c.Tokens) == 2 && c.Tokens[0].Owner == "alice" && c.Tokens[0].Hash == sha256.Sum256([]byte("s3:cret")) &&
 				len(c.Tokens[0].Scopes) == 2 && c.Tokens[0].Scopes[1] == "read" && c.Tokens[1].Scopes[0] == "admin"
@@ -227,6 +231,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad result_type", "queues:\n  q:\n    result_type: 'not a type'\n", []string{"queues.q.result_type"}},
 		{"concurrency not a number", "queues:\n  q:\n    concurrency: four\n", []string{"line 3", "four"}},
 		{"sqlite_sync bogus", "sqlite_sync: sometimes\n", []string{"sqlite_sync", `"sometimes"`}},
+		{"lease bogus", "lease: later\n", []string{"line 1: lease"}},
 		{"bad store", "store: mysql://x\n", []string{"store"}},
 		{"empty listen", "listen: ''\n", []string{"listen", "empty"}},
 		{"negative burst", "limits: {burst: -1}\n", []string{"limits.burst", "negative"}},

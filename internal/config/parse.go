@@ -40,6 +40,7 @@ type rawConfig struct {
 	DataDir    opt[string]         `yaml:"data_dir"`
 	Store      opt[string]         `yaml:"store"`
 	SQLiteSync opt[string]         `yaml:"sqlite_sync"`
+	Lease      opt[string]         `yaml:"lease"`
 	Tokens     []rawToken          `yaml:"tokens"`
 	Limits     rawLimits           `yaml:"limits"`
 	Queues     map[string]rawQueue `yaml:"queues"`
@@ -142,6 +143,13 @@ func (r rawConfig) config() (Config, error) {
 	setValue(&c.Webhooks.Secret, r.WebhookSecret)
 	setValue(&c.Webhooks.AllowPrivate, r.WebhookAllowPrivate)
 	setValue(&c.Webhooks.MaxAttempts, r.WebhookMaxAttempts)
+	if r.Lease.Set {
+		d, err := time.ParseDuration(r.Lease.V)
+		if err != nil {
+			errs = append(errs, at(r.Lease.Line, "lease", err))
+		}
+		c.Lease = d
+	}
 	if r.WebhookMaxAge.Set {
 		d, err := time.ParseDuration(r.WebhookMaxAge.V)
 		if err != nil {
@@ -289,6 +297,13 @@ func applyEnv(c *Config, getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("DOCKET_WEBHOOK_MAX_AGE: %w", err))
 		}
 		c.Webhooks.MaxAge = d
+	}
+	if v := getenv("DOCKET_LEASE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DOCKET_LEASE: %w", err))
+		}
+		c.Lease = d
 	}
 	if v := getenv("DOCKET_BURST"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -228,6 +228,10 @@ func (e *Engine) Start() error {
 	// be after the claim loops stopped.
 	go e.heartbeats(e.work)
 	go e.every(e.opts.RescueEvery, e.rescue)
+	if w, ok := e.store.(store.Watcher); ok {
+		e.background.Add(1)
+		go e.watch(e.loops, w)
+	}
 	go e.every(e.opts.PurgeEvery, e.purge)
 	return nil
 }
@@ -311,6 +315,9 @@ func (e *Engine) publish(j *job.Job) {
 }
 
 func (e *Engine) rescue(ctx context.Context) {
+	if !e.leads(ctx) {
+		return
+	}
 	jobs, err := e.store.Rescue(ctx, time.Now(), e.backoff, e.retention)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -328,6 +335,9 @@ func (e *Engine) rescue(ctx context.Context) {
 }
 
 func (e *Engine) purge(ctx context.Context) {
+	if !e.leads(ctx) {
+		return
+	}
 	for {
 		n, err := e.store.Purge(ctx, time.Now(), 1000)
 		if err != nil {

@@ -575,7 +575,7 @@ func TestLeaseLossStopsHandlers(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	const n = 20
 	stopped := make(chan string, n)
-	e := start(t, st, engine.Options{Lease: 90 * time.Millisecond}, engine.Queue{Name: "q", Concurrency: n, MaxAttempts: 1,
+	e := start(t, st, engine.Options{Lease: 400 * time.Millisecond}, engine.Queue{Name: "q", Concurrency: n, MaxAttempts: 1,
 		Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
 			<-ctx.Done()
 			stopped <- tk.ID()

@@ -19,6 +19,11 @@ type Event struct {
 	Deleted bool
 	// Job is the job as of this event. Subscribers must not modify it.
 	Job *job.Job
+	// Remote is set when another process sharing the store made the
+	// change: it is published here for the watchers of this process, and
+	// what the maker of a change does about it (webhook deliveries) is
+	// not to be done again.
+	Remote bool
 }
 
 // EventOf builds the event announcing j.
@@ -49,7 +54,8 @@ func NewHub() *Hub {
 // Subscription receives events on C until Close.
 type Subscription struct {
 	c      chan Event
-	mu     sync.Mutex // serialises the drop-oldest-then-send of publishers
+	fn     func(Event) // instead of c, for SubscribeJobFunc
+	mu     sync.Mutex  // serialises the drop-oldest-then-send of publishers
 	hub    *Hub
 	jobID  string
 	last   int64 // with jobID: the last version delivered
@@ -57,10 +63,11 @@ type Subscription struct {
 	once   sync.Once
 }
 
-// C delivers the events.
+// C delivers the events. It is nil for a subscription of SubscribeJobFunc.
 func (s *Subscription) C() <-chan Event { return s.c }
 
-// Close stops delivery. It does not close C.
+// Close stops delivery. It does not close C. Once Close returns, the
+// function of a SubscribeJobFunc subscription is not called again.
 func (s *Subscription) Close() {
 	s.once.Do(func() {
 		h := s.hub
@@ -87,6 +94,10 @@ func (s *Subscription) deliver(e Event) {
 		}
 		s.last = e.Version
 	}
+	if s.fn != nil {
+		s.fn(e)
+		return
+	}
 	for {
 		select {
 		case s.c <- e:
@@ -109,7 +120,21 @@ const jobSubBuffer = 4
 
 // SubscribeJob receives the events of one job.
 func (h *Hub) SubscribeJob(id string) *Subscription {
-	s := &Subscription{c: make(chan Event, jobSubBuffer), hub: h, jobID: id}
+	return h.addJob(&Subscription{c: make(chan Event, jobSubBuffer), hub: h, jobID: id})
+}
+
+// SubscribeJobFunc calls fn with the events of one job, in increasing
+// version, one call at a time, on the publisher's goroutine: for a server
+// watching thousands of jobs, which would otherwise need a goroutine and a
+// channel per job. fn must return at once, without blocking or calling
+// into the hub; it is usually a note that the job changed, for a goroutine
+// of the subscriber's to act on.
+func (h *Hub) SubscribeJobFunc(id string, fn func(Event)) *Subscription {
+	return h.addJob(&Subscription{fn: fn, hub: h, jobID: id})
+}
+
+func (h *Hub) addJob(s *Subscription) *Subscription {
+	id := s.jobID
 	h.mu.Lock()
 	subs := h.byJob[id]
 	if subs == nil {
@@ -122,12 +147,26 @@ func (h *Hub) SubscribeJob(id string) *Subscription {
 }
 
 // Subscribe receives every event for which filter (if not nil) is true.
+// filter may also be asked about an event whose Job is nil, to decide
+// whether a change made by another process is worth reading from the store.
 func (h *Hub) Subscribe(filter func(Event) bool) *Subscription {
 	s := &Subscription{c: make(chan Event, subBuffer), hub: h, filter: filter}
 	h.mu.Lock()
 	h.all[s] = struct{}{}
 	h.mu.Unlock()
 	return s
+}
+
+// Subscribers reports how many subscriptions are open, for tests and
+// monitoring: a subscription left open is a watcher that never ends.
+func (h *Hub) Subscribers() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := len(h.all)
+	for _, subs := range h.byJob {
+		n += len(subs)
+	}
+	return n
 }
 
 // Publish delivers e to the matching subscribers.

@@ -166,7 +166,8 @@ func New(o Options) (*Worker, error) {
 func (w *Worker) Start() {
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.sub = w.o.Hub.Subscribe(func(e engine.Event) bool {
-		return !e.Deleted && e.Job != nil && e.Job.Webhook != ""
+		// A change made by another node is that node's to report.
+		return !e.Deleted && !e.Remote && e.Job != nil && e.Job.Webhook != ""
 	})
 	w.wg.Add(3)
 	go w.collect()
