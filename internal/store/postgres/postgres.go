@@ -223,6 +223,18 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
+	known := 0
+	for _, name := range names {
+		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+		if err == nil {
+			known = max(known, v)
+		}
+	}
+	// A schema migrated by a newer docket may hold what this one does not
+	// know how to keep consistent: refuse rather than corrupt it.
+	if newest := slices.Max(append(applied, 0)); newest > known {
+		return fmt.Errorf("postgres: migrate: the schema is at version %d, newer than this docket knows (%d): run a docket at least as new as the one that migrated it", newest, known)
+	}
 	for _, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")
 		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])

@@ -400,6 +400,23 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 }
 
+// A schema migrated by a newer docket is refused, not written to.
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	url := pgtest.URL(t)
+	s := open(t, url)
+	if _, err := s.pool.Exec(t.Context(), "INSERT INTO schema_migrations (version, name) VALUES (9999, '9999_future.sql')"); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(context.Background(), Options{URL: url})
+	if err == nil {
+		s2.Close()
+		t.Fatal("Open accepted a schema newer than its migrations")
+	}
+	if !strings.Contains(err.Error(), "newer than this docket knows") {
+		t.Fatalf("Open: %v", err)
+	}
+}
+
 // TestLargeResultMemory stores and reads back a 100 MiB result and checks
 // that the heap never grows by anything like its size: the data must
 // stream through in chunks both ways.
