@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -82,4 +84,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// bodyProblem is the problem of a request body that could not be read: too
+// large (413) or broken off (400).
+func bodyProblem(err error) *problem {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		p := probTooLarge.with(fmt.Sprintf("the body is limited to %d bytes", tooBig.Limit))
+		return &p
+	}
+	p := probBadRequest.with("reading the body: " + err.Error())
+	return &p
 }

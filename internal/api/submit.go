@@ -190,13 +190,7 @@ func (s *Server) readInput(w http.ResponseWriter, r *http.Request) (*input, *pro
 		return nil, &p
 	}
 	fail := func(err error) (*input, *problem) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			p := probTooLarge.with(fmt.Sprintf("the body is limited to %d bytes", tooBig.Limit))
-			return nil, &p
-		}
-		p := probBadRequest.with("reading the body: " + err.Error())
-		return nil, &p
+		return nil, bodyProblem(err)
 	}
 	if mt == "multipart/form-data" {
 		if params["boundary"] == "" {

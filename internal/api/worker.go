@@ -230,13 +230,7 @@ func (s *Server) readInline(ctx context.Context, id string) (string, error) {
 func readJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) *problem {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWorkerJSON))
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			p := probTooLarge.with(fmt.Sprintf("the body is limited to %d bytes", tooBig.Limit))
-			return &p
-		}
-		p := probBadRequest.with("reading the body: " + err.Error())
-		return &p
+		return bodyProblem(err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if optional {
@@ -467,13 +461,7 @@ func (s *Server) readOutcome(w http.ResponseWriter, r *http.Request) (*spooled, 
 		body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	}
 	fail := func(err error) (*spooled, *problem) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			p := probTooLarge.with(fmt.Sprintf("the body is limited to %d bytes", tooBig.Limit))
-			return sp, &p
-		}
-		p := probBadRequest.with("reading the body: " + err.Error())
-		return sp, &p
+		return sp, bodyProblem(err)
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {

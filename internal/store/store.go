@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/docket/docket/internal/job"
@@ -93,6 +95,25 @@ type NewJob struct {
 	// where to report them.
 	Webhook       string
 	WebhookEvents []string
+}
+
+// Job is the job an insert of nj makes, with an input of size bytes, at
+// time at. Backends build it rather than read it back, as the insert path is
+// hot; times are kept to the microsecond, as the backends store them.
+func (nj NewJob) Job(size int64, at time.Time) *job.Job {
+	at = at.Truncate(time.Microsecond).UTC()
+	j := &job.Job{ID: nj.ID, Queue: nj.Queue, Owner: nj.Owner, State: job.Queued, InputDigest: nj.InputDigest,
+		Unique: nj.Unique, MaxAttempts: nj.MaxAttempts, Priority: nj.Priority, RunAt: nj.RunAt.Truncate(time.Microsecond).UTC(),
+		Timeout: nj.Timeout.Truncate(time.Microsecond), IdempotencyKey: nj.IdempotencyKey, CreatedAt: at,
+		UpdatedAt: at, Version: 1, Input: job.Blob{Name: nj.Input.Name, ContentType: nj.Input.ContentType, Size: size}}
+	if len(nj.Labels) > 0 {
+		j.Labels = maps.Clone(nj.Labels)
+	}
+	if nj.Webhook != "" {
+		j.Webhook = nj.Webhook
+		j.WebhookEvents = slices.Clone(nj.WebhookEvents)
+	}
+	return j
 }
 
 // Delivery is one webhook call waiting to be made. It carries its own URL

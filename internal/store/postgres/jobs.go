@@ -352,26 +352,9 @@ func (s *Store) insertRows(ctx context.Context, rows []newRow) ([]store.Inserted
 			out[i] = store.Inserted{Job: j, Existing: true}
 			continue
 		}
-		out[i].Job = inserted(rows[i].nj, rows[i].input.size, at)
+		out[i].Job = rows[i].nj.Job(rows[i].input.size, at)
 	}
 	return out, nil
-}
-
-// inserted is the job an insert of nj made, built here rather than read
-// back, as the insert path is hot.
-func inserted(nj store.NewJob, size int64, at time.Time) *job.Job {
-	j := &job.Job{ID: nj.ID, Queue: nj.Queue, Owner: nj.Owner, State: job.Queued, InputDigest: nj.InputDigest,
-		Unique: nj.Unique, MaxAttempts: nj.MaxAttempts, Priority: nj.Priority, RunAt: nj.RunAt.Truncate(time.Microsecond).UTC(),
-		Timeout: nj.Timeout.Truncate(time.Microsecond), IdempotencyKey: nj.IdempotencyKey, CreatedAt: at.UTC(),
-		UpdatedAt: at.UTC(), Version: 1, Input: job.Blob{Name: nj.Input.Name, ContentType: nj.Input.ContentType, Size: size}}
-	if len(nj.Labels) > 0 {
-		j.Labels = maps.Clone(nj.Labels)
-	}
-	if nj.Webhook != "" {
-		j.Webhook = nj.Webhook
-		j.WebhookEvents = slices.Clone(nj.WebhookEvents)
-	}
-	return j
 }
 
 // Get implements store.Store.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -260,7 +259,7 @@ func (s *Store) Insert(ctx context.Context, jobs []store.NewJob) ([]store.Insert
 			if err != nil {
 				return fmt.Errorf("insert job %s: %w", nj.ID, err)
 			}
-			out[i].Job = inserted(nj, ps[i].size, now)
+			out[i].Job = nj.Job(ps[i].size, now)
 			w.move(nj.Queue, "", job.Queued)
 		}
 		return nil
@@ -274,24 +273,6 @@ func (s *Store) Insert(ctx context.Context, jobs []store.NewJob) ([]store.Insert
 		return nil, fmt.Errorf("sqlite: insert: %w", err)
 	}
 	return out, nil
-}
-
-// inserted is the job an INSERT of nj made, built here rather than read
-// back, as the insert path is hot.
-func inserted(nj store.NewJob, size int64, now time.Time) *job.Job {
-	at := fromUS(us(now))
-	j := &job.Job{ID: nj.ID, Queue: nj.Queue, Owner: nj.Owner, State: job.Queued, InputDigest: nj.InputDigest,
-		Unique: nj.Unique, MaxAttempts: nj.MaxAttempts, Priority: nj.Priority, RunAt: fromUS(us(nj.RunAt)),
-		Timeout: nj.Timeout.Truncate(time.Microsecond), IdempotencyKey: nj.IdempotencyKey, CreatedAt: at, UpdatedAt: at, Version: 1,
-		Input: job.Blob{Name: nj.Input.Name, ContentType: nj.Input.ContentType, Size: size}}
-	if len(nj.Labels) > 0 {
-		j.Labels = maps.Clone(nj.Labels)
-	}
-	if nj.Webhook != "" {
-		j.Webhook = nj.Webhook
-		j.WebhookEvents = slices.Clone(nj.WebhookEvents)
-	}
-	return j
 }
 
 // Get implements store.Store.
