@@ -1,5 +1,5 @@
 # bench/lib.sh: shell functions shared by the benchmark scripts
-# (bench/http/run.sh, bench/sse/run.sh); sourced, not run.
+# (bench/http/run.sh, bench/sse/run.sh, bench/compare/run.sh); sourced, not run.
 
 # stop_pid PID: SIGTERM, up to 15 s to exit, then SIGKILL.
 stop_pid() {

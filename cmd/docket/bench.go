@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/docket/docket/internal/bench"
@@ -24,8 +25,34 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	queued := fs.Int("queued", 1_000_000, "queued jobs for memory")
 	sync := fs.String("sqlite-sync", "normal", `"normal" or "full"`)
 	dir := fs.String("dir", "", "data directory (default: a new temporary one, removed after)")
+	storeURL := fs.String("store", "sqlite", `"sqlite", or a postgres:// URL: each measurement then runs in a new schema docket_bench_<random>, dropped after it`)
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *storeURL != "sqlite" && !bench.IsPostgres(*storeURL) {
+		return fmt.Errorf("bench: store %q: use \"sqlite\" or a postgres:// URL", *storeURL)
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if cerr := f.Close(); cerr != nil {
+				fmt.Fprintln(stderr, "bench: cpu profile:", cerr)
+			}
+		}()
+	}
+	durability := "sync=" + *sync
+	if bench.IsPostgres(*storeURL) {
+		durability = "postgres"
+		fmt.Fprintf(stdout, "store: PostgreSQL at %s, a new schema for each measurement\n", bench.Redact(*storeURL))
 	}
 	fresh := func() (bench.Options, func(), error) {
 		d := *dir
@@ -37,9 +64,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			d, cleanup = t, func() { os.RemoveAll(t) }
 		}
-		return bench.Options{Dir: d, Sync: sqlite.Sync(*sync), Workers: *workers}, cleanup, nil
+		return bench.Options{Store: *storeURL, Dir: d, Sync: sqlite.Sync(*sync), Workers: *workers}, cleanup, nil
 	}
-	// Each measurement runs on a fresh data directory of its own.
+	// Each measurement runs on a fresh data directory (or schema) of its own.
 	measurements := []struct {
 		name string
 		run  func(bench.Options) error
@@ -55,7 +82,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{"concurrent", func(o bench.Options) error {
 			r, err := bench.Concurrent(ctx, o, *jobs, *inserters)
 			if err == nil {
-				fmt.Fprintf(stdout, "concurrent: %d single inserts from %d goroutines (sync=%s): %.0f jobs/s inserted\n", r.Jobs, r.Inserters, *sync, r.InsertPerSec)
+				fmt.Fprintf(stdout, "concurrent: %d single inserts from %d goroutines (%s): %.0f jobs/s inserted\n", r.Jobs, r.Inserters, durability, r.InsertPerSec)
 				fmt.Fprintf(stdout, "concurrent: inserted and completed with %d workers: %.0f jobs/s end to end\n", *workers, r.EndToEndPerSec)
 			}
 			return err

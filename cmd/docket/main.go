@@ -25,7 +25,7 @@ const usage = `docket: durable asynchronous jobs for slow work
 Usage:
   docket serve [flags]   run the job server (see docket serve -h)
   docket worker [flags]  run queues without the API, on a shared store (see docket worker -h)
-  docket bench [flags]   measure the engine on the embedded store (see docket bench -h)
+  docket bench [flags]   measure the engine on SQLite or PostgreSQL (see docket bench -h)
   docket submit [flags] QUEUE [FILE|-]
                          submit a job; --wait follows it and writes its result
   docket jobs ls|get|wait|result|artifacts|artifact|cancel|retry|rm [flags] ...

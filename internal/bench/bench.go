@@ -1,13 +1,17 @@
-// Package bench measures the engine on the real SQLite store: throughput of
-// no-op jobs, end-to-end latency, and memory with many queued jobs. The
-// `docket bench` command and the Go benchmarks both run it.
+// Package bench measures the engine on a real store, SQLite or PostgreSQL:
+// throughput of no-op jobs, end-to-end latency, and memory with many queued
+// jobs. The `docket bench` command, the Go benchmarks and the side-by-side
+// comparison with River (bench/compare) all run it.
 package bench
 
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -17,50 +21,203 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/docket/docket/internal/engine"
 	"github.com/docket/docket/internal/job"
 	"github.com/docket/docket/internal/store"
+	"github.com/docket/docket/internal/store/postgres"
 	"github.com/docket/docket/internal/store/sqlite"
 )
 
 // Options are shared by the measurements.
 type Options struct {
-	Dir     string      // data directory (a fresh temporary one is best)
-	Sync    sqlite.Sync // durability of commits
+	// Store is "sqlite" (or empty) for the embedded store in Dir, or a
+	// postgres:// URL. On PostgreSQL every measurement runs in a schema of
+	// its own, created empty before it and dropped after it (see
+	// NewSchema), so that runs never see each other's jobs and the
+	// database is left as it was found; a search_path in the URL is
+	// replaced.
+	Store   string
+	Dir     string      // data directory (a fresh temporary one is best); on PostgreSQL, where spooled files go
+	Sync    sqlite.Sync // durability of SQLite commits
 	Workers int         // queue concurrency
 	Logger  *slog.Logger
+}
+
+// IsPostgres reports whether a store setting names a PostgreSQL server.
+func IsPostgres(store string) bool {
+	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
 }
 
 const queue = "bench"
 
 func noop(context.Context, *engine.Task) error { return nil }
 
-func setup(ctx context.Context, o Options, concurrency int, h engine.HandlerFunc) (*sqlite.Store, *engine.Engine, error) {
-	st, err := sqlite.Open(ctx, sqlite.Options{Dir: o.Dir, Sync: o.Sync})
-	if err != nil {
-		return nil, nil, err
+// env is one measurement's store and engine, and the schema they live in
+// on PostgreSQL.
+type env struct {
+	st     store.Store
+	e      *engine.Engine
+	schema *Schema // nil on SQLite
+}
+
+func openStore(ctx context.Context, o Options) (store.Store, *Schema, error) {
+	switch {
+	case o.Store == "" || o.Store == "sqlite":
+		st, err := sqlite.Open(ctx, sqlite.Options{Dir: o.Dir, Sync: o.Sync})
+		return st, nil, err
+	case IsPostgres(o.Store):
+		sc, err := NewSchema(ctx, o.Store, "docket_bench")
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := postgres.Open(ctx, postgres.Options{URL: sc.URL, Log: o.Logger})
+		if err != nil {
+			return nil, nil, errors.Join(err, sc.Drop(context.WithoutCancel(ctx)))
+		}
+		return st, sc, nil
+	default:
+		return nil, nil, fmt.Errorf("bench: store %q: use \"sqlite\" or a postgres:// URL", o.Store)
 	}
+}
+
+func setup(ctx context.Context, o Options, concurrency int, h engine.HandlerFunc) (*env, error) {
+	st, sc, err := openStore(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	en := &env{st: st, schema: sc}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e, err := engine.New(engine.Options{Store: st, Logger: log, TempDir: o.Dir})
+	// The engine's own defaults otherwise: what a server runs with.
+	en.e, err = engine.New(engine.Options{Store: st, Logger: log, TempDir: o.Dir})
+	if err == nil {
+		err = en.e.AddQueue(engine.Queue{Name: queue, Concurrency: concurrency, MaxAttempts: 1, Handler: h})
+	}
 	if err != nil {
-		st.Close()
-		return nil, nil, err
+		return nil, errors.Join(err, en.close())
 	}
-	if err := e.AddQueue(engine.Queue{Name: queue, Concurrency: concurrency, MaxAttempts: 1, Handler: h}); err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	return st, e, nil
+	return en, nil
 }
 
-func teardown(st *sqlite.Store, e *engine.Engine) {
+// close stops the engine, closes the store and drops the schema; it is
+// deferred by every measurement, so it is bounded by a context of its own
+// rather than the measurement's, which may be done.
+func (en *env) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e.Stop(ctx)
-	st.Close()
+	var errs []error
+	if en.e != nil {
+		errs = append(errs, en.e.Stop(ctx))
+	}
+	errs = append(errs, en.st.Close())
+	if en.schema != nil {
+		errs = append(errs, en.schema.Drop(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Schema is a PostgreSQL schema made for one run.
+type Schema struct {
+	Name string // prefix_<random>
+	URL  string // the server's URL with search_path naming the schema
+	base string
+}
+
+// NewSchema creates an empty schema named prefix_<random> on the server
+// serverURL names and returns it with a URL whose search_path names it.
+// The caller drops it with Drop.
+func NewSchema(ctx context.Context, serverURL, prefix string) (*Schema, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, fmt.Errorf("bench: %q is not a postgres:// URL", Redact(serverURL))
+	}
+	sc := &Schema{Name: prefix + "_" + strings.ToLower(rand.Text()[:12]), base: serverURL}
+	q := u.Query()
+	q.Set("search_path", sc.Name)
+	u.RawQuery = q.Encode()
+	sc.URL = u.String()
+	if err := sc.exec(ctx, "CREATE SCHEMA "+pgx.Identifier{sc.Name}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("bench: create schema %s: %w", sc.Name, err)
+	}
+	return sc, nil
+}
+
+// Drop removes the schema and everything in it.
+func (sc *Schema) Drop(ctx context.Context) error {
+	if err := sc.exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{sc.Name}.Sanitize()+" CASCADE"); err != nil {
+		return fmt.Errorf("bench: drop schema %s: %w", sc.Name, err)
+	}
+	return nil
+}
+
+// exec runs one statement on a connection of its own, outside any pool
+// being measured.
+func (sc *Schema) exec(ctx context.Context, sql string) error {
+	cfg, err := pgx.ParseConfig(sc.base)
+	if err != nil {
+		return err
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// Redact hides the password of a URL, for printing it.
+func Redact(conn string) string {
+	if u, err := url.Parse(conn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return u.String()
+		}
+	}
+	return conn
+}
+
+// tally counts the bench queue's jobs that succeed, from the engine's
+// events. The hub calls a subscription's filter on the publishing
+// goroutine for every event, so counting there misses none, where a
+// channel subscription drops its oldest events once its reader falls
+// behind; and nothing is asked of the store while it is being measured.
+type tally struct {
+	sub    *engine.Subscription
+	n      atomic.Int64
+	target int64
+	done   chan struct{}
+}
+
+func countSucceeded(e *engine.Engine, target int64) *tally {
+	t := &tally{target: target, done: make(chan struct{})}
+	t.sub = e.Hub().Subscribe(func(ev engine.Event) bool {
+		if ev.Queue == queue && ev.State == job.Succeeded && !ev.Remote && t.n.Add(1) == target {
+			close(t.done)
+		}
+		return false
+	})
+	return t
+}
+
+func (t *tally) close() { t.sub.Close() }
+
+// wait returns once target jobs have succeeded, as the events tell and the
+// store confirms.
+func (t *tally) wait(ctx context.Context, st store.Store) error {
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return fmt.Errorf("%d of %d jobs succeeded: %w", t.n.Load(), t.target, ctx.Err())
+	}
+	return waitSucceeded(ctx, st, t.target)
 }
 
 // waitSucceeded polls the queue counts until n jobs have succeeded.
@@ -103,24 +260,26 @@ type DrainResult struct {
 
 // Drain inserts jobs in batches with no worker running, then starts the
 // workers and times until every job has succeeded.
-func Drain(ctx context.Context, o Options, jobs, batch int) (DrainResult, error) {
-	st, e, err := setup(ctx, o, o.Workers, noop)
+func Drain(ctx context.Context, o Options, jobs, batch int) (_ DrainResult, err error) {
+	en, err := setup(ctx, o, o.Workers, noop)
 	if err != nil {
 		return DrainResult{}, err
 	}
-	defer teardown(st, e)
+	defer func() { err = errors.Join(err, en.close()) }()
 	t0 := time.Now()
 	for done := 0; done < jobs; done += batch {
-		if _, err := st.Insert(ctx, batchOf(min(batch, jobs-done))); err != nil {
+		if _, err := en.st.Insert(ctx, batchOf(min(batch, jobs-done))); err != nil {
 			return DrainResult{}, err
 		}
 	}
 	ins := time.Since(t0)
+	count := countSucceeded(en.e, int64(jobs))
+	defer count.close()
 	t1 := time.Now()
-	if err := e.Start(); err != nil {
+	if err := en.e.Start(); err != nil {
 		return DrainResult{}, err
 	}
-	if err := waitSucceeded(ctx, st, int64(jobs)); err != nil {
+	if err := count.wait(ctx, en.st); err != nil {
 		return DrainResult{}, err
 	}
 	dr := time.Since(t1)
@@ -138,13 +297,15 @@ type ConcurrentResult struct {
 
 // Concurrent inserts jobs one by one from many goroutines while the workers
 // run them, and times until all have succeeded.
-func Concurrent(ctx context.Context, o Options, jobs, inserters int) (ConcurrentResult, error) {
-	st, e, err := setup(ctx, o, o.Workers, noop)
+func Concurrent(ctx context.Context, o Options, jobs, inserters int) (_ ConcurrentResult, err error) {
+	en, err := setup(ctx, o, o.Workers, noop)
 	if err != nil {
 		return ConcurrentResult{}, err
 	}
-	defer teardown(st, e)
-	if err := e.Start(); err != nil {
+	defer func() { err = errors.Join(err, en.close()) }()
+	count := countSucceeded(en.e, int64(jobs))
+	defer count.close()
+	if err := en.e.Start(); err != nil {
 		return ConcurrentResult{}, err
 	}
 	var next atomic.Int64
@@ -154,7 +315,7 @@ func Concurrent(ctx context.Context, o Options, jobs, inserters int) (Concurrent
 	for range inserters {
 		wg.Go(func() {
 			for next.Add(1) <= int64(jobs) {
-				out, err := e.Submit(ctx, batchOf(1))
+				out, err := en.e.Submit(ctx, batchOf(1))
 				if err == nil {
 					err = out[0].Err
 				}
@@ -172,7 +333,7 @@ func Concurrent(ctx context.Context, o Options, jobs, inserters int) (Concurrent
 		return ConcurrentResult{}, err
 	default:
 	}
-	if err := waitSucceeded(ctx, st, int64(jobs)); err != nil {
+	if err := count.wait(ctx, en.st); err != nil {
 		return ConcurrentResult{}, err
 	}
 	el := time.Since(t0)
@@ -187,54 +348,69 @@ type LatencyResult struct {
 	DoneP50, DoneP99   time.Duration // insert → completion event at a waiting subscriber
 }
 
+// LatencyGap is the pause before each latency sample, so that every job
+// meets an idle system; LatencyWarmup samples are taken first and not
+// counted. bench/compare gives River the same.
+const (
+	LatencyGap    = 2 * time.Millisecond
+	LatencyWarmup = 10
+)
+
 // Latency submits jobs one at a time to an idle engine and measures how long
 // until the handler starts and until a subscriber waiting on the job sees it
 // succeed.
-func Latency(ctx context.Context, o Options, samples int) (LatencyResult, error) {
+func Latency(ctx context.Context, o Options, samples int) (_ LatencyResult, err error) {
 	started := make(chan time.Time, 1)
-	st, e, err := setup(ctx, o, max(o.Workers, 1), func(context.Context, *engine.Task) error {
+	en, err := setup(ctx, o, max(o.Workers, 1), func(context.Context, *engine.Task) error {
 		started <- time.Now()
 		return nil
 	})
 	if err != nil {
 		return LatencyResult{}, err
 	}
-	defer teardown(st, e)
-	if err := e.Start(); err != nil {
+	defer func() { err = errors.Join(err, en.close()) }()
+	if err := en.e.Start(); err != nil {
 		return LatencyResult{}, err
 	}
-	sub := e.Hub().Subscribe(func(ev engine.Event) bool { return ev.State == job.Succeeded })
+	sub := en.e.Hub().Subscribe(func(ev engine.Event) bool { return ev.State == job.Succeeded })
 	defer sub.Close()
 	var starts, dones []time.Duration
-	for i := range samples + 10 {
-		time.Sleep(2 * time.Millisecond) // idle between samples
+	for i := range samples + LatencyWarmup {
+		time.Sleep(LatencyGap)
 		t0 := time.Now()
-		out, err := e.Submit(ctx, batchOf(1))
+		out, err := en.e.Submit(ctx, batchOf(1))
 		if err != nil {
 			return LatencyResult{}, err
 		}
-		ts := <-started
+		var ts time.Time
+		select {
+		case ts = <-started:
+		case <-ctx.Done():
+			return LatencyResult{}, fmt.Errorf("sample %d: waiting for the handler: %w", i, ctx.Err())
+		}
 		var ev engine.Event
 		for ev.JobID != out[0].Job.ID {
 			select {
 			case ev = <-sub.C():
 			case <-ctx.Done():
-				return LatencyResult{}, ctx.Err()
+				return LatencyResult{}, fmt.Errorf("sample %d: waiting for the completion event: %w", i, ctx.Err())
 			}
 		}
-		if i < 10 {
-			continue // warm-up
+		if i < LatencyWarmup {
+			continue
 		}
 		starts = append(starts, ts.Sub(t0))
 		dones = append(dones, time.Since(t0))
 	}
 	slices.Sort(starts)
 	slices.Sort(dones)
-	return LatencyResult{Samples: samples, StartP50: pct(starts, 50), StartP99: pct(starts, 99),
-		DoneP50: pct(dones, 50), DoneP99: pct(dones, 99)}, nil
+	return LatencyResult{Samples: samples, StartP50: Percentile(starts, 50), StartP99: Percentile(starts, 99),
+		DoneP50: Percentile(dones, 50), DoneP99: Percentile(dones, 99)}, nil
 }
 
-func pct(sorted []time.Duration, p int) time.Duration {
+// Percentile picks the p-th percentile of sorted durations: the sample at
+// index len*p/100, so that p99 of 100 samples is the largest.
+func Percentile(sorted []time.Duration, p int) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
@@ -252,34 +428,34 @@ type MemoryResult struct {
 // Memory inserts queued jobs into a queue whose workers are running but
 // busy elsewhere (the queue is paused), touches the queue the way a server
 // does (counts, a claim loop, a Get), and reports the process's RSS.
-func Memory(ctx context.Context, o Options, queued, batch int) (MemoryResult, error) {
-	st, e, err := setup(ctx, o, o.Workers, noop)
+func Memory(ctx context.Context, o Options, queued, batch int) (_ MemoryResult, err error) {
+	en, err := setup(ctx, o, o.Workers, noop)
 	if err != nil {
 		return MemoryResult{}, err
 	}
-	defer teardown(st, e)
-	if err := e.Start(); err != nil {
+	defer func() { err = errors.Join(err, en.close()) }()
+	if err := en.e.Start(); err != nil {
 		return MemoryResult{}, err
 	}
-	e.SetPaused(queue, true)
+	en.e.SetPaused(queue, true)
 	runtime.GC()
 	before := rss("VmRSS")
 	t0 := time.Now()
 	var last string
 	for done := 0; done < queued; done += batch {
-		out, err := e.Submit(ctx, batchOf(min(batch, queued-done)))
+		out, err := en.e.Submit(ctx, batchOf(min(batch, queued-done)))
 		if err != nil {
 			return MemoryResult{}, err
 		}
 		last = out[len(out)-1].Job.ID
 	}
-	if _, err := st.QueueCounts(ctx); err != nil {
+	if _, err := en.st.QueueCounts(ctx); err != nil {
 		return MemoryResult{}, err
 	}
-	if _, err := st.Get(ctx, last); err != nil {
+	if _, err := en.st.Get(ctx, last); err != nil {
 		return MemoryResult{}, err
 	}
-	if _, err := st.List(ctx, store.Filter{Queue: queue, Limit: 100}); err != nil {
+	if _, err := en.st.List(ctx, store.Filter{Queue: queue, Limit: 100}); err != nil {
 		return MemoryResult{}, err
 	}
 	return MemoryResult{Queued: queued, RSSBefore: before, RSSAfter: rss("VmRSS"), PeakRSS: rss("VmHWM"), Elapsed: time.Since(t0)}, nil
