@@ -265,18 +265,28 @@ func (r *runner) start(j *job.Job) {
 	r.e.jobsWG.Add(1)
 	r.e.publish(j)
 	go func() {
-		defer func() {
-			r.mu.Lock()
-			r.active--
-			r.mu.Unlock()
-			signal(r.freedC)
-			r.e.jobsWG.Done()
-		}()
-		r.run(j)
+		defer r.e.jobsWG.Done()
+		var once sync.Once
+		free := func() {
+			once.Do(func() {
+				r.mu.Lock()
+				r.active--
+				r.mu.Unlock()
+				signal(r.freedC)
+			})
+		}
+		defer free()
+		r.run(j, free)
 	}()
 }
 
-func (r *runner) run(j *job.Job) {
+// run runs a claimed job and records its outcome. free gives its worker
+// slot back as soon as the handler has returned: the outcome is still
+// written before the job's event is published, but the next claim need not
+// wait for that write, which would bind a pool's throughput to the store's
+// round trips rather than to its handlers (the shutdown still waits for
+// the write).
+func (r *runner) run(j *job.Job, free func()) {
 	e := r.e
 	ctx, cancel := context.WithCancelCause(e.work)
 	defer cancel(nil)
@@ -297,6 +307,7 @@ func (r *runner) run(j *job.Job) {
 	err := t.call()
 
 	final := t.closeProgress()
+	free()
 	r.finish(t, err, final)
 }
 
