@@ -175,11 +175,8 @@ func (sc *Schema) exec(ctx context.Context, sql string) error {
 
 // Redact hides the password of a URL, for printing it.
 func Redact(conn string) string {
-	if u, err := url.Parse(conn); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
+	if u, err := url.Parse(conn); err == nil {
+		return u.Redacted()
 	}
 	return conn
 }

@@ -97,11 +97,8 @@ func withSearchPath(conn, schema string) string {
 
 // redact hides a password in a URL before it is printed.
 func redact(conn string) string {
-	if u, err := url.Parse(conn); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
+	if u, err := url.Parse(conn); err == nil {
+		return u.Redacted()
 	}
 	return conn
 }
