@@ -215,7 +215,27 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
 	if schema == nil {
-		return errors.New("postgres: migrate: no schema of the search_path exists")
+		// No schema of the search_path exists yet: make the first one,
+		// so that search_path=docket in the URL is all it takes to keep
+		// docket apart from other tables. Nodes starting together
+		// serialise on a lock of the database, and the second finds it.
+		var first string
+		err := tx.QueryRow(ctx, "SELECT trim(both '\"' from trim(split_part(current_setting('search_path'), ',', 1)))").Scan(&first)
+		if err != nil {
+			return fmt.Errorf("postgres: migrate: %w", err)
+		}
+		if first == "" || first == "$user" {
+			return errors.New("postgres: migrate: no schema of the search_path exists; name one with search_path in the URL")
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", lockMigrate); err != nil {
+			return fmt.Errorf("postgres: migrate: lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{first}.Sanitize()); err != nil {
+			return fmt.Errorf("postgres: migrate: create schema %s: %w", first, err)
+		}
+		if err := tx.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil || schema == nil {
+			return fmt.Errorf("postgres: migrate: schema %s made but not current: %v", first, err)
+		}
 	}
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", lockMigrate); err != nil {
 		return fmt.Errorf("postgres: migrate: lock: %w", err)

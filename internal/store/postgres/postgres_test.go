@@ -3,10 +3,12 @@ package postgres
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -397,6 +399,43 @@ func TestMigrateConcurrently(t *testing.T) {
 	counts, err := stores[n-1].QueueCounts(t.Context())
 	if err != nil || len(counts) != n {
 		t.Errorf("QueueCounts = %v, %v; want %d queues", counts, err, n)
+	}
+}
+
+// The schema named by the URL's search_path is made when it is missing, by
+// nodes starting together too.
+func TestMigrateCreatesSchema(t *testing.T) {
+	base := pgtest.URL(t) // a fresh schema, dropped at cleanup; not used
+	name := "docket_made_" + strings.ToLower(rand.Text()[:8])
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() {
+			s, err := Open(context.Background(), Options{URL: u.String()})
+			if err == nil {
+				s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	admin := open(t, base)
+	t.Cleanup(func() { admin.pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+name+" CASCADE") })
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("Open with a missing schema: %v", err)
+		}
+	}
+	var tables int
+	if err := admin.pool.QueryRow(t.Context(), "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'jobs'", name).Scan(&tables); err != nil || tables != 1 {
+		t.Fatalf("jobs tables in %s: %d, %v", name, tables, err)
 	}
 }
 
