@@ -384,6 +384,7 @@ func (w *Worker) send() {
 	defer inflight.Wait()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	tails := map[string]chan struct{}{} // job id → its last delivery started, done when closed
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -402,11 +403,25 @@ func (w *Worker) send() {
 				w.log.Error("webhook: reading due deliveries", "err", err)
 			}
 		}
+		for id, done := range tails {
+			select {
+			case <-done:
+				delete(tails, id)
+			default:
+			}
+		}
 		for _, d := range ds {
+			// A job's deliveries go out in the order they were recorded
+			// (started before completed): each waits for the one before
+			// it of the same job, while other jobs' go out in parallel.
+			prev := tails[d.JobID]
+			done := make(chan struct{})
+			tails[d.JobID] = done
 			sem <- struct{}{}
 			inflight.Add(1)
 			go func() {
 				defer func() {
+					close(done)
 					<-sem
 					inflight.Done()
 					select {
@@ -414,6 +429,9 @@ func (w *Worker) send() {
 					default:
 					}
 				}()
+				if prev != nil {
+					<-prev
+				}
 				w.deliver(d)
 			}()
 		}
