@@ -135,30 +135,49 @@ func TestUnknownQueueRefused(t *testing.T) {
 	}
 }
 
+// The pool's bound holds with slow jobs and with quick ones, whose slots
+// free while claims are in flight.
 func TestConcurrencyIsBounded(t *testing.T) {
-	var cur, peak atomic.Int32
-	e := start(t, openStore(t, t.TempDir()), engine.Options{}, engine.Queue{Name: "q", Concurrency: 3, MaxAttempts: 1,
-		Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
-			n := cur.Add(1)
-			for {
-				p := peak.Load()
-				if n <= p || peak.CompareAndSwap(p, n) {
-					break
-				}
+	for _, c := range []struct {
+		name        string
+		concurrency int
+		jobs        int
+		work        time.Duration
+	}{
+		{"slow", 3, 15, 20 * time.Millisecond},
+		{"quick", 8, 400, 0},
+		{"mixed", 20, 600, 200 * time.Microsecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cur, peak atomic.Int32
+			e := start(t, openStore(t, t.TempDir()), engine.Options{}, engine.Queue{Name: "q", Concurrency: c.concurrency, MaxAttempts: 1,
+				Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
+					n := cur.Add(1)
+					for {
+						p := peak.Load()
+						if n <= p || peak.CompareAndSwap(p, n) {
+							break
+						}
+					}
+					time.Sleep(c.work)
+					cur.Add(-1)
+					return nil
+				})})
+			jobs := make([]store.NewJob, c.jobs)
+			for i := range jobs {
+				jobs[i] = store.NewJob{Queue: "q"}
 			}
-			time.Sleep(20 * time.Millisecond)
-			cur.Add(-1)
-			return nil
-		})})
-	var ids []string
-	for range 15 {
-		ids = append(ids, submit(t, e, store.NewJob{Queue: "q"}).ID)
-	}
-	for _, id := range ids {
-		wait(t, e, id)
-	}
-	if p := peak.Load(); p != 3 {
-		t.Fatalf("peak concurrency %d, want 3", p)
+			ins, err := e.Submit(context.Background(), jobs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range ins {
+				wait(t, e, in.Job.ID)
+			}
+			if p := peak.Load(); p > int32(c.concurrency) || c.work >= 10*time.Millisecond && p < int32(c.concurrency) {
+				t.Fatalf("peak concurrency %d, want %d", p, c.concurrency)
+			}
+		})
 	}
 }
 
