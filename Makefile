@@ -1,11 +1,16 @@
-# docket: `make run` starts the server on the embedded store, `make test`
-# runs every test with the race detector.
+# docket: `make run` starts the server on the embedded store with the demo
+# queue and the PDF app, `make test` runs every test with the race detector.
 GO ?= go
 
-.PHONY: run test build bench vet fmt
+.PHONY: run setup test build bench vet fmt
 
-run:
-	$(GO) run ./cmd/docket serve $(ARGS)
+run: setup
+	$(GO) run ./cmd/docket serve --app pdf $(ARGS)
+
+# The PDF app's programs (pdftoppm, pdfinfo, tesseract with English data),
+# installed with apt-get when one is missing.
+setup:
+	scripts/install-pdf-tools.sh
 
 build:
 	$(GO) build -o bin/docket ./cmd/docket

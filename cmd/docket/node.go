@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -15,32 +17,38 @@ import (
 	"github.com/docket/docket"
 	"github.com/docket/docket/internal/api"
 	"github.com/docket/docket/internal/config"
+	"github.com/docket/docket/internal/gateway"
+	"github.com/docket/docket/internal/metrics"
+	"github.com/docket/docket/internal/pdfapp"
 	"github.com/docket/docket/internal/webhook"
 )
 
 // nodeFlags are the flags of the commands that run queues (serve, worker).
 type nodeFlags struct {
-	config, dataDir, store, sync, level, queues, pprof *string
-	grace                                              *time.Duration
-	work                                               *bool // nil: always
+	config, dataDir, store, sync, level, format, queues, pprof, apps, upstream *string
+	grace                                                                      *time.Duration
+	work                                                                       *bool // nil: always
 }
 
 func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	return &nodeFlags{
-		config:  fs.String("config", "", "YAML configuration file (none: the built-in echo demo queue)"),
-		dataDir: fs.String("data-dir", "", "data directory (overrides data_dir and DOCKET_DATA_DIR)"),
-		store:   fs.String("store", "", `store: "sqlite" or a postgres:// URL (overrides store and DOCKET_STORE)`),
-		sync:    fs.String("sqlite-sync", "", `"normal" (survives a process crash) or "full" (also power loss)`),
-		level:   fs.String("log-level", "info", "debug, info, warn or error"),
-		queues:  fs.String("queues", "", "comma-separated queues this node runs (default: every queue with a concurrency); the others are still accepted and stored"),
-		pprof:   fs.String("pprof", "", "serve Go's profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060"),
-		grace:   fs.Duration("shutdown-grace", 30*time.Second, "how long running jobs may finish on shutdown"),
+		config:   fs.String("config", "", "YAML configuration file (none: the built-in echo demo queue)"),
+		dataDir:  fs.String("data-dir", "", "data directory (overrides data_dir and DOCKET_DATA_DIR)"),
+		store:    fs.String("store", "", `store: "sqlite" or a postgres:// URL (overrides store and DOCKET_STORE)`),
+		sync:     fs.String("sqlite-sync", "", `"normal" (survives a process crash) or "full" (also power loss)`),
+		level:    fs.String("log-level", "info", "debug, info, warn or error"),
+		format:   fs.String("log-format", "", `"text" (the default) or "json" (overrides DOCKET_LOG_FORMAT)`),
+		queues:   fs.String("queues", "", "comma-separated queues this node runs (default: every queue with a concurrency); the others are still accepted and stored"),
+		pprof:    fs.String("pprof", "", "serve Go's profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060"),
+		grace:    fs.Duration("shutdown-grace", 30*time.Second, "how long running jobs may finish on shutdown"),
+		upstream: fs.String("upstream", "", "put docket in front of the HTTP service at this URL (the gateway, for every path; upstreams in the configuration for more)"),
+		apps:     fs.String("app", "", `built-in apps to mount (overrides apps and DOCKET_APPS): "pdf", the PDF queues pdf.render and pdf.ocr (needs pdftoppm, pdfinfo and tesseract)`),
 	}
 }
 
 // loadConfig reads the configuration and applies the flags over it.
 func (nf *nodeFlags) loadConfig(stderr io.Writer, listen string) (*config.Config, *slog.Logger, error) {
-	log, err := newLogger(stderr, *nf.level)
+	log, err := newLogger(stderr, *nf.level, cmpOr(*nf.format, os.Getenv("DOCKET_LOG_FORMAT")))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -53,6 +61,10 @@ func (nf *nodeFlags) loadConfig(stderr io.Writer, listen string) (*config.Config
 			*dst = v
 		}
 	}
+	if *nf.apps != "" {
+		cfg.Apps = config.SplitList(*nf.apps)
+	}
+	addUpstream(&cfg, *nf.upstream)
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -66,12 +78,25 @@ type node struct {
 	d     *docket.Docket
 	hooks *webhook.Worker
 	run   []string // the queues this node runs
+	// pdf is the PDF app, with --app pdf; its queues are declared (and run
+	// here if selected), its routes are for the API to mount.
+	pdf *pdfapp.App
+	// gateway fronts the configured upstreams; nil without any.
+	gateway *gateway.Gateway
+	// metrics are the node's, served at /metrics.
+	metrics *metrics.Metrics
 }
 
 // startNode opens the store, declares the queues (running those selected
 // by --queues here), and starts the engine and the webhook sender.
 func startNode(ctx context.Context, nf *nodeFlags, cfg *config.Config, log *slog.Logger) (*node, error) {
-	selected, err := selectQueues(cfg, *nf.queues)
+	apps := appQueues(cfg)
+	for _, name := range apps {
+		if q, ok := cfg.Queues[name]; ok && len(q.Command) > 0 {
+			return nil, fmt.Errorf("queues.%s: docket runs this queue itself (--app or upstreams): remove its command", name)
+		}
+	}
+	selected, err := selectQueues(cfg, *nf.queues, apps)
 	if err != nil {
 		return nil, err
 	}
@@ -111,8 +136,22 @@ func startNode(ctx context.Context, nf *nodeFlags, cfg *config.Config, log *slog
 			return nil, err
 		}
 	}
+	var pdf *pdfapp.App
+	if slices.Contains(cfg.Apps, "pdf") {
+		if pdf, err = mountPDF(ctx, d, cfg, selected, log); err != nil {
+			d.Close(context.Background())
+			return nil, err
+		}
+	}
+	var gw *gateway.Gateway
+	if len(cfg.Upstreams) > 0 {
+		if gw, err = mountGateway(d, cfg, selected, log); err != nil {
+			d.Close(context.Background())
+			return nil, err
+		}
+	}
 	for name, q := range cfg.Queues {
-		if name != "echo" && len(q.Command) == 0 && selected[name] {
+		if name != "echo" && len(q.Command) == 0 && selected[name] && !slices.Contains(apps, name) {
 			log.Warn("queue has no command: its jobs are stored for remote workers, none run here", "queue", name, "concurrency", q.Concurrency)
 		}
 		if q.Paused {
@@ -124,7 +163,9 @@ func startNode(ctx context.Context, nf *nodeFlags, cfg *config.Config, log *slog
 		d.Close(context.Background())
 		return nil, err
 	}
-	hooks, err := webhook.New(webhook.Options{Store: d.Engine().Store(), Hub: d.Engine().Hub(), Marshal: api.JobJSON,
+	m := metrics.New(metrics.StoreCounts(d.Engine().Store()))
+	d.Engine().SetMetrics(m)
+	hooks, err := webhook.New(webhook.Options{Store: d.Engine().Store(), Hub: d.Engine().Hub(), Marshal: api.JobJSON, Metrics: m,
 		Secret: secret, AllowPrivate: cfg.Webhooks.AllowPrivate, Logger: log,
 		MaxAttempts: cfg.Webhooks.MaxAttempts, MaxAge: cfg.Webhooks.MaxAge})
 	if err != nil {
@@ -138,7 +179,7 @@ func startNode(ctx context.Context, nf *nodeFlags, cfg *config.Config, log *slog
 		d.Close(context.Background())
 		return nil, err
 	}
-	n := &node{log: log, d: d, hooks: hooks}
+	n := &node{log: log, d: d, hooks: hooks, pdf: pdf, gateway: gw, metrics: m}
 	for _, name := range d.Engine().Queues() {
 		if q, _ := d.Engine().Queue(name); q.Concurrency > 0 {
 			n.run = append(n.run, name)
@@ -147,11 +188,72 @@ func startNode(ctx context.Context, nf *nodeFlags, cfg *config.Config, log *slog
 	return n, nil
 }
 
+// appQueues are the queues of the apps cfg mounts.
+// The gateway's http queue counts as one: docket runs it, not a command.
+func appQueues(cfg *config.Config) []string {
+	var out []string
+	if slices.Contains(cfg.Apps, "pdf") {
+		out = append(out, pdfapp.RenderQueue, pdfapp.OCRQueue)
+	}
+	if len(cfg.Upstreams) > 0 {
+		out = append(out, gateway.Queue)
+	}
+	return out
+}
+
+// mountPDF declares the PDF queues, running those selected here. Running
+// them needs the tools: without them docket refuses to start, since every
+// job would fail; a node that only declares them (an API node, or one
+// given other --queues) does not. A configured queue of the same name sets
+// the queue's settings.
+func mountPDF(ctx context.Context, d *docket.Docket, cfg *config.Config, selected map[string]bool, log *slog.Logger) (*pdfapp.App, error) {
+	runs := false
+	for _, name := range []string{pdfapp.RenderQueue, pdfapp.OCRQueue} {
+		c, configured := cfg.Queues[name]
+		runs = runs || selected[name] && (!configured || c.Concurrency > 0)
+	}
+	var tools pdfapp.Tools
+	if runs {
+		var err error
+		if tools, err = pdfapp.FindTools(ctx); err != nil {
+			return nil, fmt.Errorf("--app pdf: %w", err)
+		}
+	}
+	app, err := pdfapp.New(tools, pdfapp.Options{TempDir: filepath.Join(cfg.DataDir, "tmp"), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range app.Queues() {
+		if c, ok := cfg.Queues[q.Name]; ok {
+			q.Concurrency, q.MaxQueued, q.Timeout, q.MaxAttempts, q.Retention = c.Concurrency, c.MaxQueued, c.Timeout, c.MaxAttempts, c.Retention
+		}
+		if !selected[q.Name] {
+			q.Concurrency = 0
+		}
+		if err := d.Engine().AddQueue(q); err != nil {
+			return nil, fmt.Errorf("--app pdf: %w", err)
+		}
+	}
+	if !runs {
+		log.Info("PDF app: queues declared, run by other nodes", "queues", pdfapp.RenderQueue+","+pdfapp.OCRQueue)
+		return app, nil
+	}
+	o := app.Options()
+	log.Info("PDF app: tools found", "pdfinfo", tools.PDFInfo.String(), "pdftoppm", tools.PDFToPPM.String(),
+		"tesseract", tools.Tesseract.String(), "languages", strings.Join(tools.Languages, ","),
+		"slots", o.Slots, "dpi", o.DPI)
+	return app, nil
+}
+
 // selectQueues parses --queues: the queues this node runs. Empty selects
-// every configured queue (or the demo queue when none is).
-func selectQueues(cfg *config.Config, list string) (map[string]bool, error) {
+// every configured queue and the apps' queues (or the demo queue when
+// there are none).
+func selectQueues(cfg *config.Config, list string, apps []string) (map[string]bool, error) {
 	sel := map[string]bool{}
 	if strings.TrimSpace(list) == "" {
+		for _, name := range apps {
+			sel[name] = true
+		}
 		for name := range cfg.Queues {
 			sel[name] = true
 		}
@@ -166,11 +268,12 @@ func selectQueues(cfg *config.Config, list string) (map[string]bool, error) {
 			continue
 		}
 		_, ok := cfg.Queues[name]
-		if !ok && !(len(cfg.Queues) == 0 && name == "echo") {
+		if !ok && !(len(cfg.Queues) == 0 && name == "echo") && !slices.Contains(apps, name) {
 			known := slices.Sorted(maps.Keys(cfg.Queues))
 			if len(known) == 0 {
 				known = []string{"echo"}
 			}
+			known = append(known, apps...)
 			return nil, fmt.Errorf("--queues: no queue %q in the configuration (queues: %s)", name, strings.Join(known, ", "))
 		}
 		sel[name] = true

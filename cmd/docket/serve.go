@@ -17,6 +17,8 @@ import (
 
 	"github.com/docket/docket"
 	"github.com/docket/docket/internal/api"
+	"github.com/docket/docket/internal/pdfapp"
+	"github.com/docket/docket/web"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -59,8 +61,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	for i, t := range cfg.Tokens {
 		tokens[i] = api.Token{Owner: t.Owner, Scopes: t.Scopes, Hash: t.Hash}
 	}
+	var apps []api.App
+	// The dashboard: at GET / and /ui/, or at /ui/ only when an upstream
+	// serves every path.
+	if n.gateway != nil && n.gateway.ServesRoot() {
+		apps = append(apps, web.AppUI)
+	} else {
+		apps = append(apps, web.App)
+	}
+	if n.pdf != nil {
+		apps = append(apps, pdfapp.Compat) // the PDF OCR service's routes, beside /v1
+	}
+	if n.gateway != nil {
+		apps = append(apps, n.gateway.App()) // the upstreams' paths
+	}
 	handler := api.New(api.Config{Engine: n.d.Engine(), Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
-		Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, TempDir: filepath.Join(cfg.DataDir, "tmp"), Logger: log})
+		Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, TempDir: filepath.Join(cfg.DataDir, "tmp"), Logger: log, Apps: apps,
+		Metrics: n.metrics})
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

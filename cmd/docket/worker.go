@@ -18,6 +18,7 @@ func worker(ctx context.Context, args []string, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	nf := addNodeFlags(fs)
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at /metrics on this address, e.g. 127.0.0.1:9100 (the worker serves no API to carry them)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,6 +40,14 @@ func worker(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(n.run) == 0 {
 		n.stop(context.Background())
 		return fmt.Errorf("worker: no queue to run: give queues a concurrency in the configuration, or name them with --queues")
+	}
+	if *metricsAddr != "" {
+		stop, err := serveMetrics(*metricsAddr, n.metrics.Handler(), log)
+		if err != nil {
+			n.stop(context.Background())
+			return err
+		}
+		defer stop()
 	}
 	log.Info("docket worker running", "store", redactURL(cfg.Store), "data_dir", cfg.DataDir, "runs", strings.Join(n.run, ","))
 	if cfg.Store == "sqlite" {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/docket/docket/internal/engine"
+	"github.com/docket/docket/internal/metrics"
 )
 
 // Scopes a token may hold.
@@ -29,6 +30,8 @@ const (
 	ScopeRead   = "read"
 	ScopeAdmin  = "admin"
 	ScopeWorker = "worker"
+	// ScopeMetrics reads /metrics, for a scraper that needs nothing else.
+	ScopeMetrics = "metrics"
 )
 
 // Token is an accepted bearer token, known by its SHA-256 only.
@@ -53,6 +56,13 @@ type Config struct {
 	// the store's file system so that handing them over is a rename.
 	TempDir string
 	Logger  *slog.Logger
+	// Metrics, when set, counts the requests and streams, and is served
+	// at GET /metrics.
+	Metrics *metrics.Metrics
+	// Apps add routes of their own beside /v1, such as the compatible API
+	// of a service docket replaces; they get the same tokens, scopes, rate
+	// limits and problem documents as the API's own routes.
+	Apps []App
 }
 
 // Server serves the API.
@@ -71,6 +81,9 @@ type Server struct {
 
 	// streams serves the job event streams taken over from net/http.
 	streams *streamServer
+
+	// apps are the routes cfg.Apps added.
+	apps []route
 }
 
 type limiter struct {
@@ -88,7 +101,9 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, e: cfg.Engine, log: cfg.Logger, mux: http.NewServeMux(), limiters: map[string]*limiter{}}
 	s.streams = newStreamServer(s.e, s.log)
+	s.streams.metrics = cfg.Metrics
 	s.claims, s.stopClaims = context.WithCancel(context.Background())
+	s.apps = s.appRoutes()
 	s.routes()
 	return s
 }
@@ -109,6 +124,7 @@ func (s *Server) routeList() []route {
 		{"GET /v1/jobs/{id}", ScopeRead, s.get},
 		{"DELETE /v1/jobs/{id}", ScopeSubmit, s.delete},
 		{"GET /v1/jobs/{id}/result", ScopeRead, s.result},
+		{"GET /v1/jobs/{id}/status", ScopeRead, s.status},
 		{"GET /v1/jobs/{id}/events", ScopeRead, s.jobEvents},
 		{"GET /v1/events", ScopeRead, s.allEvents},
 		{"GET /v1/ws", ScopeRead, s.ws},
@@ -128,20 +144,22 @@ func (s *Server) routeList() []route {
 		{"GET /healthz", "", s.healthz},
 		{"GET /readyz", "", s.readyz},
 		{"GET /openapi.json", "", s.openapi},
+		{"GET /metrics", ScopeMetrics, s.serveMetrics},
 	}
 }
 
-// Patterns lists the registered route patterns ("METHOD /path").
+// Patterns lists the registered route patterns ("METHOD /path"), the apps'
+// included.
 func (s *Server) Patterns() []string {
 	var out []string
-	for _, r := range s.routeList() {
+	for _, r := range append(s.routeList(), s.apps...) {
 		out = append(out, r.pattern)
 	}
 	return out
 }
 
 func (s *Server) routes() {
-	for _, rt := range s.routeList() {
+	for _, rt := range append(s.routeList(), s.apps...) {
 		s.mux.Handle(rt.pattern, s.guard(rt))
 	}
 }
@@ -153,24 +171,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			s.log.Error("panic serving request", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
-			writeProblem(w, r, probInternal)
+			s.logger(r).Error("panic serving request", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			writeProblem(w, r, probInternal.with(internalDetail))
 		}
 	}()
+	r = s.observe(w, r)
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
-		// The mux's own 404 and 405 are plain text; answer with problems.
-		rec := &statusRecorder{header: http.Header{}}
-		h.ServeHTTP(rec, r)
-		if rec.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", rec.header.Get("Allow"))
-			writeProblem(w, r, probMethod.with(r.Method+" is not allowed on "+r.URL.Path))
-			return
-		}
-		writeProblem(w, r, probNotFound.with("no route for "+r.Method+" "+r.URL.Path))
+		s.measure("unmatched", w, r, func(w http.ResponseWriter, r *http.Request) { s.unmatched(h, w, r) })
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// unmatched answers a request no route matches, with a problem: the mux's
+// own 404 and 405 are plain text.
+func (s *Server) unmatched(h http.Handler, w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if rec.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		writeProblem(w, r, probMethod.with(r.Method+" is not allowed on "+r.URL.Path))
+		return
+	}
+	writeProblem(w, r, probNotFound.with("no route for "+r.Method+" "+r.URL.Path))
 }
 
 // statusRecorder captures what the mux's error handlers write.
@@ -200,29 +224,35 @@ func (c *caller) sees(owner string) bool { return c.admin || c.owner == owner }
 // guard authenticates, rate-limits and checks the route's scope.
 func (s *Server) guard(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, p := s.authenticate(r)
-		if p != nil {
-			if p.Status == http.StatusUnauthorized {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="docket"`)
-			}
-			writeProblem(w, r, *p)
-			return
-		}
-		if rt.scope != "" {
-			if d, ok := s.allow(c.key); !ok {
-				writeProblem(w, r, probRateLimited.with(fmt.Sprintf("rate limit of %g requests per second", s.cfg.Rate)).after(d))
-				return
-			}
-			if !c.can(rt.scope) {
-				writeProblem(w, r, probForbidden.with("this needs the "+rt.scope+" scope"))
-				return
-			}
-		}
-		rt.handler(w, r, c)
+		s.measure(rt.pattern, w, r, func(w http.ResponseWriter, r *http.Request) { s.serveRoute(rt, w, r) })
 	})
 }
 
-func (s *Server) authenticate(r *http.Request) (*caller, *problem) {
+func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
+	c, p := s.authenticate(r, rt.scope == "")
+	if p != nil {
+		if p.Status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="docket"`)
+		}
+		writeProblem(w, r, *p)
+		return
+	}
+	if rt.scope != "" {
+		if d, ok := s.allow(c.key); !ok {
+			writeProblem(w, r, probRateLimited.with(fmt.Sprintf("rate limit of %g requests per second", s.cfg.Rate)).after(d))
+			return
+		}
+		if !c.can(rt.scope) {
+			writeProblem(w, r, probForbidden.with("this needs the "+rt.scope+" scope"))
+			return
+		}
+	}
+	rt.handler(w, r, c)
+}
+
+// authenticate finds the caller. A public route (one without a scope) may
+// be called without a token, but a token sent to it must be known.
+func (s *Server) authenticate(r *http.Request, public bool) (*caller, *problem) {
 	if len(s.cfg.Tokens) == 0 {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		return &caller{admin: true, key: "addr:" + host}, nil
@@ -230,7 +260,7 @@ func (s *Server) authenticate(r *http.Request) (*caller, *problem) {
 	auth := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(auth, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/openapi.json" {
+		if public {
 			return &caller{}, nil
 		}
 		p := probUnauthorized.with("send Authorization: Bearer <token>")

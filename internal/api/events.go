@@ -233,6 +233,8 @@ func (s *Server) serveJobEvents(w http.ResponseWriter, r *http.Request, j *job.J
 	}
 	j = cur
 	st := newStream(w, format)
+	s.cfg.Metrics.Stream(format.kind(), 1)
+	defer s.cfg.Metrics.Stream(format.kind(), -1)
 	defer st.end()
 
 	sent := lastEventID(r)
@@ -335,6 +337,8 @@ func (s *Server) allEvents(w http.ResponseWriter, r *http.Request, c *caller) {
 		format = formatSSE
 	}
 	st := newStream(w, format)
+	s.cfg.Metrics.Stream(format.kind(), 1)
+	defer s.cfg.Metrics.Stream(format.kind(), -1)
 	hb := time.NewTicker(heartbeatEvery)
 	defer hb.Stop()
 	ctx := r.Context()

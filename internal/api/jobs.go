@@ -21,8 +21,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client left
 	}
-	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeProblem(w, r, probInternal)
+	s.logger(r).Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeProblem(w, r, probInternal.with(internalDetail))
 }
 
 // load returns the caller's job, or answers 404 for a job that does not
@@ -148,7 +148,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request, c *caller) {
 		return
 	}
 	defer rc.Close()
-	serveBlob(w, b, rc)
+	s.WriteResult(w, r, b, rc)
 }
 
 func serveBlob(w http.ResponseWriter, b job.Blob, rc io.Reader) {

@@ -27,6 +27,9 @@ type problem struct {
 	retryAfter time.Duration
 }
 
+// internalDetail is all a client learns of an unexpected error.
+const internalDetail = "internal error; the server's log has its cause (look for this request's X-Request-Id)"
+
 // Problem types. Clients rely on these; never change one.
 var (
 	probBadRequest      = problem{Type: "urn:docket:problem:bad-request", Title: "Bad request", Status: http.StatusBadRequest}

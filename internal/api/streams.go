@@ -15,6 +15,7 @@ import (
 
 	"github.com/docket/docket/internal/engine"
 	"github.com/docket/docket/internal/job"
+	"github.com/docket/docket/internal/metrics"
 )
 
 // A job's event stream spends nearly all its life waiting. Served through
@@ -80,8 +81,9 @@ func defaultStreamTimings() streamTimings {
 // stop after the last, so that a Server that is never closed (in tests)
 // leaves none behind.
 type streamServer struct {
-	e   *engine.Engine
-	log *slog.Logger
+	e       *engine.Engine
+	log     *slog.Logger
+	metrics *metrics.Metrics // counts the streams; nil: none
 	// ctx bounds the store reads of the streams; Close cancels it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -164,6 +166,7 @@ func (ss *streamServer) add(st *jobStream) bool {
 		return false
 	}
 	ss.streams[st] = struct{}{}
+	ss.metrics.Stream(st.format.kind(), 1)
 	now := time.Now()
 	st.nextBeat = now.Add(ss.t.heartbeat)
 	st.nextProbe = now.Add(ss.t.probe)
@@ -183,6 +186,9 @@ func (ss *streamServer) add(st *jobStream) bool {
 func (ss *streamServer) remove(st *jobStream) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if _, ok := ss.streams[st]; ok {
+		ss.metrics.Stream(st.format.kind(), -1)
+	}
 	delete(ss.streams, st)
 	if len(ss.streams) == 0 && ss.stop != nil {
 		close(ss.stop)

@@ -147,9 +147,9 @@ func (s *Server) spool(r io.Reader, size int64, contentType, filename string) (*
 		defer spoolBufs.Put(pb)
 		buf = *pb
 	}
-	n, err := io.ReadFull(r, buf)
+	n, err := fill(r, buf)
 	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF):
 		h.Write(buf[:n])
 		data := buf[:n:n]
 		if len(buf) == memLimit+1 {
@@ -171,6 +171,22 @@ func (s *Server) spool(r io.Reader, size int64, contentType, filename string) (*
 	}
 	return &input{Data: store.Data{Blob: job.Blob{ContentType: contentType, Name: filename, Size: written}, Path: f.Name()},
 		digest: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// fill reads r into buf until buf is full (nil) or r ends (io.EOF). Unlike
+// io.ReadFull it hands on r's own io.ErrUnexpectedEOF, with which a body or
+// a multipart part cut short ends: taken for a short read, it would make a
+// job of a truncated input.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // readInput decodes the body of a submit: the input is the body itself, or
@@ -334,7 +350,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	out, err := s.e.Submit(r.Context(), []store.NewJob{{Queue: queue, Owner: c.owner, Input: in.Data, InputDigest: in.digest,
 		Unique: opts.unique, MaxAttempts: opts.maxAttempts, Priority: opts.priority, RunAt: opts.runAt,
-		Timeout: opts.timeout, IdempotencyKey: key, Labels: opts.labels, Webhook: opts.webhook, WebhookEvents: opts.events}})
+		Timeout: opts.timeout, IdempotencyKey: key, Labels: withTraceparent(opts.labels, r.Header), Webhook: opts.webhook, WebhookEvents: opts.events}})
 	if err == nil {
 		err = out[0].Err
 	}

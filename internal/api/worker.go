@@ -201,7 +201,7 @@ func (s *Server) claimJob(w http.ResponseWriter, r *http.Request, c *caller) {
 			out.Input.Data = &data
 		} else {
 			// The worker can still fetch it from the input URL.
-			s.log.Warn("read input of claimed job", "job", l.Job.ID, "err", err)
+			s.logger(r).Warn("read input of claimed job", "job", l.Job.ID, "err", err)
 		}
 	}
 	w.Header().Set("Cache-Control", "no-store")

@@ -60,6 +60,8 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request, c *caller) {
 		return // Accept has answered
 	}
 	defer conn.CloseNow()
+	s.cfg.Metrics.Stream("websocket", 1)
+	defer s.cfg.Metrics.Stream("websocket", -1)
 	conn.SetReadLimit(64 << 10)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

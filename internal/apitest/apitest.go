@@ -36,6 +36,7 @@ import (
 	"github.com/docket/docket/internal/api"
 	"github.com/docket/docket/internal/engine"
 	"github.com/docket/docket/internal/job"
+	"github.com/docket/docket/internal/metrics"
 	"github.com/docket/docket/internal/store/sqlite"
 )
 
@@ -73,6 +74,11 @@ type Options struct {
 	// Logger receives the server's logs. By default warnings and errors go
 	// to the test's log (Start) or to stderr (New).
 	Logger *slog.Logger
+	// Apps add routes beside the API's, as api.Config.Apps.
+	Apps []api.App
+	// Metrics, when set, receives the engine's and the API's metrics,
+	// served at /metrics.
+	Metrics *metrics.Metrics
 	// RescueEvery is how often the engine looks for lapsed leases, for
 	// tests of jobs whose worker vanished; 0 keeps the engine's default
 	// (every 15s), longer than a test wants to wait.
@@ -159,7 +165,7 @@ func start(opts Options, dir string) (*Server, error) {
 	// stored every 10ms, not every 250ms, so that tests see them at once.
 	e, err := engine.New(engine.Options{Store: st, TempDir: dir, Logger: opts.Logger,
 		BackoffBase: time.Millisecond, BackoffMax: 2 * time.Millisecond, ProgressEvery: 10 * time.Millisecond,
-		RescueEvery: opts.RescueEvery})
+		RescueEvery: opts.RescueEvery, Metrics: opts.Metrics})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -191,7 +197,8 @@ func start(opts Options, dir string) (*Server, error) {
 		tokens = append(tokens, api.Token{Owner: tok.Owner, Scopes: tok.Scopes, Hash: sha256.Sum256([]byte(plain))})
 	}
 	a := api.New(api.Config{Engine: e, Tokens: tokens, MaxBody: opts.MaxBody,
-		Rate: opts.Rate, Burst: opts.Burst, TempDir: dir, Logger: opts.Logger})
+		Rate: opts.Rate, Burst: opts.Burst, TempDir: dir, Logger: opts.Logger, Apps: opts.Apps,
+		Metrics: opts.Metrics})
 	var h http.Handler = a
 	if observe := opts.Observe; observe != nil {
 		apiHandler := h

@@ -44,7 +44,16 @@ type Config struct {
 	Queues map[string]Queue
 	// Webhooks govern the calls docket makes to jobs' webhook URLs.
 	Webhooks Webhooks
+	// Apps are the built-in apps mounted, each with its queues (see
+	// KnownApps).
+	Apps []string
+	// Upstreams are the HTTP services docket fronts as a gateway.
+	Upstreams []Upstream
 }
+
+// KnownApps are the built-in apps: "pdf" is the PDF queues (pdf.render,
+// pdf.ocr) and the routes of the PDF OCR service they serve.
+var KnownApps = []string{"pdf"}
 
 // Webhooks configure webhook deliveries.
 type Webhooks struct {
@@ -79,6 +88,8 @@ const (
 	ScopeRead   = "read"
 	ScopeAdmin  = "admin"
 	ScopeWorker = "worker"
+	// ScopeMetrics reads /metrics and nothing else, for a scraper.
+	ScopeMetrics = "metrics"
 )
 
 // Limits protect the server from oversized or overly frequent requests.
@@ -222,6 +233,14 @@ func (c Config) Validate() error {
 		bad("webhook_max_age", "must be positive, got %v", c.Webhooks.MaxAge)
 	}
 
+	for _, a := range c.Apps {
+		if !slices.Contains(KnownApps, a) {
+			bad("apps", "unknown app %q (known: %s)", a, strings.Join(KnownApps, ", "))
+		}
+	}
+
+	c.validateUpstreams(bad)
+
 	seen := map[[32]byte]int{}
 	for i, t := range c.Tokens {
 		key := fmt.Sprintf("tokens[%d]", i)
@@ -233,7 +252,7 @@ func (c Config) Validate() error {
 		}
 		for _, s := range t.Scopes {
 			if !validScope(s) {
-				bad(key, "unknown scope %q (want submit, read, admin or worker)", s)
+				bad(key, "unknown scope %q (want submit, read, admin, worker or metrics)", s)
 			}
 		}
 		if t.Hash == ([32]byte{}) {
@@ -282,7 +301,7 @@ func (c Config) Validate() error {
 
 func validScope(s string) bool {
 	switch s {
-	case ScopeSubmit, ScopeRead, ScopeAdmin, ScopeWorker:
+	case ScopeSubmit, ScopeRead, ScopeAdmin, ScopeWorker, ScopeMetrics:
 		return true
 	}
 	return false

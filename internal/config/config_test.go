@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,19 @@ func TestParseExpandsBeforeYAML(t *testing.T) {
 	}
 }
 
+func TestApps(t *testing.T) {
+	c, err := Parse([]byte("apps: [pdf]\n"), env())
+	if err != nil || !slices.Equal(c.Apps, []string{"pdf"}) {
+		t.Errorf("apps: %v %v", c.Apps, err)
+	}
+	if _, err := Parse([]byte("apps: [ocr]\n"), env()); err == nil || !strings.Contains(err.Error(), `unknown app "ocr"`) {
+		t.Errorf("unknown app: %v", err)
+	}
+	if c, err := Parse(nil, env()); err != nil || c.Apps != nil {
+		t.Errorf("default: %v %v", c.Apps, err)
+	}
+}
+
 func TestEnvOverrides(t *testing.T) {
 	file := "listen: 1.2.3.4:1\ndata_dir: d\nsqlite_sync: full\nlimits: {max_body: 10, rate: 1/s, burst: 3}\n"
 	tests := []struct {
@@ -178,6 +192,9 @@ func TestEnvOverrides(t *testing.T) {
 		{"bad webhook max age", env("DOCKET_WEBHOOK_MAX_AGE", "later"), nil, "DOCKET_WEBHOOK_MAX_AGE"},
 		{"bad webhook allow private", env("DOCKET_WEBHOOK_ALLOW_PRIVATE", "maybe"), nil, "DOCKET_WEBHOOK_ALLOW_PRIVATE"},
 		{"bad token scope", env("DOCKET_TOKENS", "alice:write:x"), nil, "scope"},
+		{"apps", env("DOCKET_APPS", "pdf"), func(c Config) bool { return slices.Equal(c.Apps, []string{"pdf"}) }, ""},
+		{"apps list", env("DOCKET_APPS", " pdf, pdf "), func(c Config) bool { return slices.Equal(c.Apps, []string{"pdf", "pdf"}) }, ""},
+		{"unknown app", env("DOCKET_APPS", "pdf,video"), nil, `unknown app "video"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -447,5 +464,46 @@ func TestWebhookKeys(t *testing.T) {
 		if _, err := Parse([]byte(file), env()); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want one naming %s", file, err, want)
 		}
+	}
+}
+
+func TestUpstreams(t *testing.T) {
+	tests := []struct {
+		name, file string
+		want       []Upstream
+		err        string
+	}{
+		{"none", "", nil, ""},
+		{"one", "upstreams:\n  - url: http://app:8000\n", []Upstream{{Name: "default", URL: "http://app:8000", Prefix: "/"}}, ""},
+		{"full", "upstreams:\n  - name: app\n    url: https://app\n    prefix: /api/\n    require_async: [\"POST /api/reports\", /api/export]\n" +
+			"    pass_authorization: true\n    retry_unsafe: true\n    max_response: 10MiB\n",
+			[]Upstream{{Name: "app", URL: "https://app", Prefix: "/api/", RequireAsync: []string{"POST /api/reports", "/api/export"},
+				PassAuthorization: true, RetryUnsafe: true, MaxResponse: 10 << 20}}, ""},
+		{"two", "upstreams:\n  - {url: http://a, prefix: /a/}\n  - {name: b, url: http://b, prefix: /b/}\n",
+			[]Upstream{{Name: "default", URL: "http://a", Prefix: "/a/"}, {Name: "b", URL: "http://b", Prefix: "/b/"}}, ""},
+		{"unnamed second", "upstreams:\n  - {url: http://a, prefix: /a/}\n  - {url: http://b, prefix: /b/}\n", nil, "upstreams[1].name: required"},
+		{"same name", "upstreams:\n  - {name: a, url: http://a, prefix: /a/}\n  - {name: a, url: http://b, prefix: /b/}\n", nil, `"a" names two`},
+		{"same prefix", "upstreams:\n  - {name: a, url: http://a}\n  - {name: b, url: http://b}\n", nil, `"/" is served by two`},
+		{"bad url", "upstreams:\n  - url: ftp://a\n", nil, "upstreams[0].url"},
+		{"no url", "upstreams:\n  - prefix: /x\n", nil, "upstreams[0].url"},
+		{"bad prefix", "upstreams:\n  - {url: http://a, prefix: api}\n", nil, "must start with /"},
+		{"bad size", "upstreams:\n  - {url: http://a, max_response: lots}\n", nil, "max_response"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.file), env())
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(c.Upstreams, tt.want) {
+				t.Errorf("upstreams = %+v, want %+v", c.Upstreams, tt.want)
+			}
+		})
 	}
 }

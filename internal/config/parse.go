@@ -44,6 +44,8 @@ type rawConfig struct {
 	Tokens     []rawToken          `yaml:"tokens"`
 	Limits     rawLimits           `yaml:"limits"`
 	Queues     map[string]rawQueue `yaml:"queues"`
+	Apps       opt[[]string]       `yaml:"apps"`
+	Upstreams  []rawUpstream       `yaml:"upstreams"`
 
 	WebhookSecret       opt[string] `yaml:"webhook_secret"`
 	WebhookAllowPrivate opt[bool]   `yaml:"webhook_allow_private"`
@@ -140,6 +142,7 @@ func (r rawConfig) config() (Config, error) {
 		c.Limits.Rate = n
 	}
 	setValue(&c.Limits.Burst, r.Limits.Burst)
+	setValue(&c.Apps, r.Apps)
 	setValue(&c.Webhooks.Secret, r.WebhookSecret)
 	setValue(&c.Webhooks.AllowPrivate, r.WebhookAllowPrivate)
 	setValue(&c.Webhooks.MaxAttempts, r.WebhookMaxAttempts)
@@ -164,6 +167,12 @@ func (r rawConfig) config() (Config, error) {
 			errs = append(errs, at(max(rt.Token.Line, rt.SHA256.Line), fmt.Sprintf("tokens[%d]", i), err))
 		}
 		c.Tokens = append(c.Tokens, t)
+	}
+
+	for i, ru := range r.Upstreams {
+		u, err := ru.upstream(i)
+		errs = append(errs, err)
+		c.Upstreams = append(c.Upstreams, u)
 	}
 
 	for _, name := range slices.Sorted(maps.Keys(r.Queues)) {
@@ -277,6 +286,9 @@ func applyEnv(c *Config, getenv func(string) string) error {
 			c.Tokens = append(c.Tokens, Token{Owner: owner, Scopes: strings.Split(scopes, "+"), Hash: sha256.Sum256([]byte(tok))})
 		}
 	}
+	if v := getenv("DOCKET_APPS"); v != "" {
+		c.Apps = SplitList(v)
+	}
 	if v := getenv("DOCKET_WEBHOOK_ALLOW_PRIVATE"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -313,6 +325,12 @@ func applyEnv(c *Config, getenv func(string) string) error {
 		c.Limits.Burst = n
 	}
 	return errors.Join(errs...)
+}
+
+// SplitList splits a list given as one string ("pdf", "a,b", "a b") into
+// its non-empty items.
+func SplitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
 }
 
 // expand replaces ${NAME} with getenv(NAME) and $$ with $. Any other $ is

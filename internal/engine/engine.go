@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/docket/docket/internal/job"
+	"github.com/docket/docket/internal/metrics"
 	"github.com/docket/docket/internal/store"
 )
 
@@ -70,6 +71,8 @@ type Options struct {
 	// TempDir receives spooled artifacts; it should be on the store's file
 	// system so that handing files over is a rename (default os.TempDir).
 	TempDir string
+	// Metrics receives the jobs' counts and timings; nil keeps none.
+	Metrics *metrics.Metrics
 }
 
 func (o *Options) defaults() {
@@ -310,6 +313,22 @@ func (e *Engine) retention(queue string) time.Duration {
 	return 24 * time.Hour
 }
 
+// SetMetrics makes the engine report to m; call it before Start.
+func (e *Engine) SetMetrics(m *metrics.Metrics) { e.opts.Metrics = m }
+
+// traceID is the trace id of the job's "traceparent" label (the W3C trace
+// context of the request that submitted it), for its log lines.
+func traceID(j *job.Job) string {
+	if tp := j.Labels["traceparent"]; len(tp) == 55 {
+		return tp[3:35]
+	}
+	return ""
+}
+
+// Traceparent is the W3C trace context the job's submitter sent, or "":
+// handlers pass it on to the services they call.
+func (t *Task) Traceparent() string { return t.job.Labels["traceparent"] }
+
 func (e *Engine) publish(j *job.Job) {
 	e.hub.Publish(EventOf(j))
 }
@@ -326,7 +345,9 @@ func (e *Engine) rescue(ctx context.Context) {
 		return
 	}
 	for _, j := range jobs {
-		e.log.Warn("job lease expired", "job", j.ID, "queue", j.Queue, "attempt", j.Attempt, "state", j.State)
+		e.log.Warn("job lease expired", "job", j.ID, "queue", j.Queue, "attempt", j.Attempt, "state", j.State, "trace_id", traceID(j))
+		e.opts.Metrics.Rescued(j.Queue)
+		e.opts.Metrics.Changed(j)
 		e.publish(j)
 		if r := e.runner(j.Queue); r != nil {
 			r.wake()
@@ -379,6 +400,7 @@ func (e *Engine) Submit(ctx context.Context, jobs []store.NewJob) ([]store.Inser
 		if in.Job == nil || in.Existing {
 			continue
 		}
+		e.opts.Metrics.Submitted(in.Job.Queue)
 		e.publish(in.Job)
 		if !woken[in.Job.Queue] {
 			woken[in.Job.Queue] = true
@@ -400,6 +422,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) (*job.Job, error) {
 		return nil, err
 	}
 	e.interrupt(id, errCanceled)
+	e.opts.Metrics.Changed(j)
 	e.publish(j)
 	return j, nil
 }

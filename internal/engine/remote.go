@@ -264,6 +264,7 @@ func (e *Engine) claimForRemote(ctx context.Context, r *runner, c RemoteClaim) (
 		// deadline the worker was told.
 		t.deadline = start.Add(timeout).Truncate(time.Millisecond)
 	}
+	e.opts.Metrics.Started(j.Queue, j.UpdatedAt.Sub(j.RunAt))
 	e.publish(j)
 	wctx := context.WithoutCancel(ctx)
 	if ctx.Err() != nil {
@@ -421,6 +422,7 @@ func (e *Engine) CompleteRemote(ctx context.Context, id, token string, result *s
 	if err != nil {
 		return nil, e.remoteRefused(wctx, id, err)
 	}
+	e.opts.Metrics.Changed(done)
 	e.publish(done)
 	return done, nil
 }
@@ -454,6 +456,7 @@ func (e *Engine) recordRemoteFailure(ctx context.Context, j *job.Job, t leaseTok
 	if err != nil {
 		return nil, e.remoteRefused(ctx, j.ID, err)
 	}
+	e.opts.Metrics.Changed(done)
 	e.publish(done)
 	if done.State == job.Queued {
 		if r := e.runner(done.Queue); r != nil {

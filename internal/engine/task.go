@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -104,7 +105,7 @@ func (t *Task) flush() {
 		case errors.Is(err, store.ErrLeaseLost), errors.Is(err, store.ErrNotFound):
 			t.cancel(errLeaseLost)
 		case t.ctx.Err() == nil:
-			t.r.e.log.Warn("store progress", "job", t.job.ID, "err", err)
+			t.r.e.log.Warn("store progress", "job", t.job.ID, "trace_id", traceID(t.job), "err", err)
 		}
 	}
 	t.mu.Lock()
@@ -263,6 +264,7 @@ func (r *runner) start(j *job.Job) {
 	r.active++
 	r.mu.Unlock()
 	r.e.jobsWG.Add(1)
+	r.e.opts.Metrics.Started(j.Queue, j.UpdatedAt.Sub(j.RunAt))
 	r.e.publish(j)
 	go func() {
 		defer r.e.jobsWG.Done()
@@ -304,11 +306,13 @@ func (r *runner) run(j *job.Job, free func()) {
 	// A newer attempt of the same job may have replaced this one already.
 	defer e.running.CompareAndDelete(j.ID, t)
 
+	began := time.Now()
 	err := t.call()
+	ran := time.Since(began)
 
 	final := t.closeProgress()
 	free()
-	r.finish(t, err, final)
+	r.finish(t, err, final, ran)
 }
 
 func (t *Task) call() (err error) {
@@ -376,13 +380,13 @@ func (t *Task) heartbeat() {
 		return
 	}
 	if err != nil && t.ctx.Err() == nil {
-		e.log.Warn("heartbeat", "job", t.job.ID, "err", err)
+		e.log.Warn("heartbeat", "job", t.job.ID, "trace_id", traceID(t.job), "err", err)
 	}
 }
 
 // finish records the outcome. The final state is stored before its event
 // is published.
-func (r *runner) finish(t *Task, err error, final *job.Progress) {
+func (r *runner) finish(t *Task, err error, final *job.Progress, ran time.Duration) {
 	e := r.e
 	defer func() {
 		for _, p := range t.temps {
@@ -408,7 +412,7 @@ func (r *runner) finish(t *Task, err error, final *job.Progress) {
 		// goes back to its queue without spending an attempt.
 		if final != nil {
 			if _, perr := e.store.Progress(ctx, t.job.ID, t.job.LeaseToken, *final); perr != nil {
-				e.log.Warn("store progress", "job", t.job.ID, "err", perr)
+				e.log.Warn("store progress", "job", t.job.ID, "trace_id", traceID(t.job), "err", perr)
 			}
 		}
 		j, serr = e.store.Release(ctx, t.job.ID, t.job.LeaseToken, job.Error{Message: "interrupted by shutdown", Code: job.CodeShutdown})
@@ -431,10 +435,16 @@ func (r *runner) finish(t *Task, err error, final *job.Progress) {
 	}
 	if serr != nil {
 		if !errors.Is(serr, store.ErrLeaseLost) && !errors.Is(serr, store.ErrNotFound) {
-			e.log.Error("record job outcome", "job", t.job.ID, "err", serr)
+			e.log.Error("record job outcome", "job", t.job.ID, "trace_id", traceID(t.job), "err", serr)
 		}
 		return
 	}
+	e.opts.Metrics.Ran(j.Queue, ran, j)
+	if e.log.Enabled(ctx, slog.LevelDebug) {
+		e.log.Debug("job attempt ended", "job", j.ID, "queue", j.Queue, "attempt", t.job.Attempt, "state", j.State,
+			"ran", ran, "trace_id", traceID(j))
+	}
+	e.opts.Metrics.Changed(j)
 	e.publish(j)
 	if j.State == job.Queued {
 		// A retry: wake up when it is due.

@@ -160,6 +160,11 @@ func (c *Command) Run(ctx context.Context, t Task) error {
 		"DOCKET_OUTPUT="+output,
 		"DOCKET_RESULT="+resultFile,
 	)
+	if tp, ok := t.(interface{ Traceparent() string }); ok && tp.Traceparent() != "" {
+		// The W3C trace context of the request that submitted the job, for
+		// commands that report to the same trace.
+		cmd.Env = append(cmd.Env, "TRACEPARENT="+tp.Traceparent())
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var killed atomic.Bool
 	cmd.Cancel = func() error {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/docket/docket/internal/engine"
 	"github.com/docket/docket/internal/job"
+	"github.com/docket/docket/internal/metrics"
 	"github.com/docket/docket/internal/store"
 )
 
@@ -33,6 +34,8 @@ import (
 type Options struct {
 	Store store.Store
 	Hub   *engine.Hub
+	// Metrics counts the delivery attempts; nil keeps none.
+	Metrics *metrics.Metrics
 	// Marshal renders the body of a delivery: the job as the API shows it.
 	Marshal func(*job.Job) ([]byte, error)
 	Secret  []byte
@@ -461,6 +464,7 @@ func (w *Worker) deliver(d store.Delivery) {
 	defer cancel()
 	log := w.log.With("delivery", d.ID, "job", d.JobID, "event", d.Event, "url", redact(d.URL), "attempt", d.Attempt+1)
 	if err == nil {
+		w.o.Metrics.Webhook("delivered")
 		if err := w.o.Store.DeliveryDone(ctx, d.ID); err != nil {
 			log.Error("webhook: delivered, but not recorded so: it may be sent again", "err", err)
 		}
@@ -468,12 +472,14 @@ func (w *Worker) deliver(d store.Delivery) {
 	}
 	now := time.Now()
 	if d.Attempt+1 >= w.o.MaxAttempts || now.Sub(d.CreatedAt) >= w.o.MaxAge {
+		w.o.Metrics.Webhook("dropped")
 		log.Warn("webhook: delivery failed for good, dropped", "err", err)
 		if err := w.o.Store.DeliveryDone(ctx, d.ID); err != nil {
 			log.Error("webhook: dropping a delivery", "err", err)
 		}
 		return
 	}
+	w.o.Metrics.Webhook("retry")
 	next := now.Add(w.backoff(d.Attempt))
 	var refused *RefusedError
 	if errors.As(err, &refused) {
