@@ -49,7 +49,9 @@ start() {
 	PIDS+=("$PID")
 	URL=
 	for ((i = 0; i < 150; i++)); do
-		URL=$(grep -o -m1 'http://127\.0\.0\.1:[0-9]*' "$WORK/$name.log" || true)
+		# The address the server listens on, not one it merely names (the
+		# gateway logs its upstream's).
+		URL=$(grep -o -m1 -E '(url=|listening on )http://127\.0\.0\.1:[0-9]+' "$WORK/$name.log" | grep -o 'http://.*' || true)
 		if [[ -n $URL ]] && curl -fs --max-time 1 "$URL/healthz" >/dev/null; then
 			return 0
 		fi

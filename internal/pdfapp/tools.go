@@ -58,6 +58,7 @@ type MissingToolsError struct {
 	Err error
 }
 
+// Error names what is missing and gives the command that installs it.
 func (e *MissingToolsError) Error() string {
 	s := "PDF tools missing: " + strings.Join(e.Missing, ", ")
 	if e.Err != nil {
@@ -66,6 +67,7 @@ func (e *MissingToolsError) Error() string {
 	return s + "; the PDF queues cannot run without them. On Debian or Ubuntu: apt-get install -y " + strings.Join(e.Packages, " ")
 }
 
+// Unwrap returns what went wrong looking, if anything did.
 func (e *MissingToolsError) Unwrap() error { return e.Err }
 
 // requiredLanguage is the OCR language the app reads documents in.
