@@ -1,5 +1,5 @@
 # bench/lib.sh: shell functions shared by the benchmark scripts
-# (bench/http/run.sh, bench/sse/run.sh, bench/compare/run.sh); sourced, not run.
+# (bench/http/run.sh, bench/sse/run.sh, bench/compare/run.sh, bench/pdf/run.sh); sourced, not run.
 
 # stop_pid PID: SIGTERM, up to 15 s to exit, then SIGKILL.
 stop_pid() {
@@ -44,4 +44,24 @@ quiet() {
 	done
 	echo "run.sh: the machine is ${b}% busy before $what" >&2
 	NOTES+=("$what: the machine was ${b}% busy before the run (something else running): run again")
+}
+
+# cpu_snapshot [children]: "machine-total machine-busy server this-shell"
+# CPU ticks so far: the machine's (all CPUs), the server $PID's (with
+# "children", also that of its finished children, such as the tools it
+# waited for) and that of this shell's finished children (wrk, tools run by
+# hand). Call it in this shell, not in $(...): a subshell would count its
+# own children only. Needs $WORK.
+cpu_snapshot() {
+	local cpu srv=0 fields='$14 + $15'
+	[[ ${1:-} == children ]] && fields='$14 + $15 + $16 + $17'
+	read -r -a cpu </proc/stat
+	[[ -r /proc/$PID/stat ]] && srv=$(awk "{print $fields}" "/proc/$PID/stat")
+	times >"$WORK/times"
+	awk -v c="${cpu[*]}" -v srv="$srv" -v hz="$(getconf CLK_TCK)" 'NR == 2 {
+		split(c, x); t = 0; for (i = 2; i <= 9; i++) t += x[i]
+		idle = x[5] + x[6]
+		gsub(/[ms]/, " "); ch = ($1 * 60 + $2 + $3 * 60 + $4) * hz
+		printf "%d %d %d %d", t, t - idle, srv, ch
+	}' "$WORK/times"
 }

@@ -103,22 +103,6 @@ wrk_run() {
 	fi
 }
 
-# cpu_snapshot: "total busy server wrk" CPU time in clock ticks so far: the
-# machine's (all CPUs), the running server's ($PID) and that of this shell's
-# finished children (wrk among them). Call it in this shell, not in $(...):
-# a subshell would count its own children only.
-cpu_snapshot() {
-	local cpu srv=0
-	read -r -a cpu </proc/stat
-	[[ -r /proc/$PID/stat ]] && srv=$(awk '{print $14 + $15}' "/proc/$PID/stat")
-	times >"$WORK/times"
-	awk -v c="${cpu[*]}" -v srv="$srv" -v hz="$(getconf CLK_TCK)" 'NR == 2 {
-		split(c, x); t = 0; for (i = 2; i <= 9; i++) t += x[i]
-		idle = x[5] + x[6]
-		gsub(/[ms]/, " "); ch = ($1 * 60 + $2 + $3 * 60 + $4) * hz
-		printf "%d %d %d %d", t, t - idle, srv, ch
-	}' "$WORK/times"
-}
 
 # to_ms VALUE: wrk's latency (850.00us, 2.31ms, 1.02s, 1.50m) in ms.
 to_ms() {

@@ -207,21 +207,6 @@ check_out() {
 RESULTS=$WORK/results
 : >"$RESULTS"
 
-# cpu_snapshot: "machine-total machine-busy docket by-hand" CPU ticks so far
-# (docket: the server and the tools it waited for; by hand: this shell's
-# finished children). Call it in this shell, not in $(...).
-cpu_snapshot() {
-	local cpu srv=0
-	read -r -a cpu </proc/stat
-	[[ -r /proc/$PID/stat ]] && srv=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$PID/stat")
-	times >"$WORK/times"
-	awk -v c="${cpu[*]}" -v srv="$srv" -v hz="$(getconf CLK_TCK)" 'NR == 2 {
-		split(c, x); t = 0; for (i = 2; i <= 9; i++) t += x[i]
-		idle = x[5] + x[6]
-		gsub(/[ms]/, " "); ch = ($1 * 60 + $2 + $3 * 60 + $4) * hz
-		printf "%d %d %d %d", t, t - idle, srv, ch
-	}' "$WORK/times"
-}
 
 # measure NAME ROUND CMD...: runs CMD (in this shell, so that its CPU is
 # counted) and records in $WORK/pair its wall seconds, the CPU seconds of
@@ -230,11 +215,11 @@ cpu_snapshot() {
 measure() {
 	local name=$1 round=$2 t0 t1 c0 c1
 	shift 2
-	cpu_snapshot >"$WORK/cpu0"
+	cpu_snapshot children >"$WORK/cpu0"
 	t0=$(date +%s.%N)
 	"$@"
 	t1=$(date +%s.%N)
-	cpu_snapshot >"$WORK/cpu1"
+	cpu_snapshot children >"$WORK/cpu1"
 	c0=$(cat "$WORK/cpu0")
 	c1=$(cat "$WORK/cpu1")
 	awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" -v name="$name" -v round="$round" 'BEGIN {

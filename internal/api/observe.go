@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -18,15 +19,28 @@ import (
 // on every log line about the request.
 const headerRequestID = "X-Request-Id"
 
-var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:/+=-]{1,128}$`)
-
+// requestID is the id of a request whose client sent sent: kept when it is
+// 1 to 128 letters, digits and ._:/+=- (safe in a header and a log line).
 func requestID(sent string) string {
-	if requestIDPattern.MatchString(sent) {
+	if usableID(sent) {
 		return sent
 	}
 	var b [12]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+func usableID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._:/+=-", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 type logKey struct{}
