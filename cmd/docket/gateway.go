@@ -61,7 +61,7 @@ func mountGateway(d *docket.Docket, cfg *config.Config, selected map[string]bool
 		q.Concurrency = 0
 	}
 	if err := d.Engine().AddQueue(engine.Queue{Name: gateway.Queue, Concurrency: q.Concurrency, MaxQueued: q.MaxQueued,
-		Timeout: q.Timeout, MaxAttempts: q.MaxAttempts, Retention: q.Retention, Handler: g.Handler(filepath.Join(cfg.DataDir, "tmp"))}); err != nil {
+		Timeout: q.Timeout, MaxAttempts: q.MaxAttempts, Retention: q.Retention, Prefetch: q.Prefetch, Handler: g.Handler(filepath.Join(cfg.DataDir, "tmp"))}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	for _, u := range cfg.Upstreams {

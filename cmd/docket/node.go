@@ -114,7 +114,7 @@ func startNode(ctx context.Context, nf *nodeFlags, cfg *config.Config, log *slog
 			conc = 0
 		}
 		dc.Queues[name] = docket.Queue{Concurrency: conc, MaxQueued: q.MaxQueued, Timeout: q.Timeout,
-			MaxAttempts: q.MaxAttempts, Retention: q.Retention, Command: q.Command, ResultType: q.ResultType}
+			MaxAttempts: q.MaxAttempts, Retention: q.Retention, Command: q.Command, ResultType: q.ResultType, Prefetch: q.Prefetch}
 	}
 	d, err := docket.Open(ctx, dc)
 	if err != nil {
@@ -226,6 +226,7 @@ func mountPDF(ctx context.Context, d *docket.Docket, cfg *config.Config, selecte
 	for _, q := range app.Queues() {
 		if c, ok := cfg.Queues[q.Name]; ok {
 			q.Concurrency, q.MaxQueued, q.Timeout, q.MaxAttempts, q.Retention = c.Concurrency, c.MaxQueued, c.Timeout, c.MaxAttempts, c.Retention
+			q.Prefetch = c.Prefetch
 		}
 		if !selected[q.Name] {
 			q.Concurrency = 0

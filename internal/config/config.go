@@ -124,6 +124,10 @@ type Queue struct {
 	ResultType string
 	// Paused stops the queue from starting jobs until it is cleared.
 	Paused bool
+	// Prefetch bounds the jobs a node claims ahead of its free workers,
+	// which it does only for jobs quick enough to start within 20ms; 0
+	// means six times Concurrency, a negative value none.
+	Prefetch int
 }
 
 // Default returns the configuration used when neither the file nor the

@@ -32,6 +32,7 @@ queues:
     command: ["./bin/thumbs", "{input}", "{output}"]
     result_type: "text/plain"
     paused: false
+    prefetch: -1
   remote:
     concurrency: 0
 `
@@ -71,7 +72,7 @@ func TestParseExample(t *testing.T) {
 			"thumbs": {
 				Concurrency: 4, MaxQueued: 10000, Timeout: 10 * time.Minute, MaxAttempts: 3,
 				Retention: 24 * time.Hour, Command: []string{"./bin/thumbs", "{input}", "{output}"},
-				ResultType: "text/plain",
+				ResultType: "text/plain", Prefetch: -1,
 			},
 			"remote": {Concurrency: 0, MaxAttempts: 3, Retention: 24 * time.Hour},
 		},

@@ -75,6 +75,7 @@ type rawQueue struct {
 	Command     opt[[]string] `yaml:"command"`
 	ResultType  opt[string]   `yaml:"result_type"`
 	Paused      opt[bool]     `yaml:"paused"`
+	Prefetch    opt[int]      `yaml:"prefetch"`
 }
 
 // decode parses the YAML text and applies defaults; it does not validate.
@@ -220,6 +221,7 @@ func (rq rawQueue) queue(key string) (Queue, error) {
 	setValue(&q.MaxAttempts, rq.MaxAttempts)
 	setValue(&q.ResultType, rq.ResultType)
 	setValue(&q.Paused, rq.Paused)
+	setValue(&q.Prefetch, rq.Prefetch)
 	for _, d := range []struct {
 		dst  *time.Duration
 		src  opt[string]

@@ -640,3 +640,64 @@ func TestLeaseLossStopsHandlers(t *testing.T) {
 		}
 	}
 }
+
+// Quick jobs are claimed ahead of free workers; those still waiting when
+// the engine stops go back to their queue without spending an attempt.
+func TestPrefetchReleasedAtShutdown(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	gate, blocked := make(chan struct{}), make(chan struct{})
+	var started atomic.Int32
+	e := start(t, st, engine.Options{}, engine.Queue{Name: "q", Concurrency: 1, MaxAttempts: 3,
+		Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
+			started.Add(1)
+			if tk.Job().Labels["kind"] == "block" {
+				close(blocked)
+				select {
+				case <-gate:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		})})
+	wait(t, e, submit(t, e, store.NewJob{Queue: "q"}).ID) // the runner learns the jobs are quick
+	submit(t, e, store.NewJob{Queue: "q", Labels: map[string]string{"kind": "block"}})
+	<-blocked
+	var ahead []string
+	for range 5 {
+		ahead = append(ahead, submit(t, e, store.NewJob{Queue: "q"}).ID)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range ahead {
+		for {
+			j, err := st.Get(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.State == job.Running {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %s not claimed ahead: %s", id, j.State)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if n := started.Load(); n != 2 {
+		t.Fatalf("%d handlers started, want 2: the buffered jobs must wait for the busy worker", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	e.Stop(ctx)
+	for _, id := range ahead {
+		j, err := st.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != job.Queued || j.Attempt != 0 || j.Error == nil || j.Error.Code != job.CodeShutdown {
+			t.Errorf("job %s after shutdown: %s, attempt %d, error %+v; want queued, attempt 0, shutdown", id, j.State, j.Attempt, j.Error)
+		}
+	}
+	if n := started.Load(); n != 2 {
+		t.Fatalf("%d handlers started, want 2", n)
+	}
+}

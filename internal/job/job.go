@@ -180,13 +180,18 @@ func CanDo(s State, a Action) error {
 	return refuse(string(a), s)
 }
 
+// The transitions below change the job they are given in place, and leave
+// it as it was when they refuse: a Job is large, and copying it through
+// every call of a completion took a worker goroutine's stack past its first
+// size.
+
 // Claim moves a queued, runnable job to running under a new lease.
-func Claim(j Job, now time.Time, worker, token string, lease time.Duration) (Job, error) {
+func Claim(j *Job, now time.Time, worker, token string, lease time.Duration) error {
 	if err := CanDo(j.State, ActClaim); err != nil {
-		return j, err
+		return err
 	}
 	if j.RunAt.After(now) {
-		return j, fmt.Errorf("%w: job is delayed until %s", ErrTransition, j.RunAt.Format(time.RFC3339))
+		return fmt.Errorf("%w: job is delayed until %s", ErrTransition, j.RunAt.Format(time.RFC3339))
 	}
 	j.State = Running
 	j.Attempt++
@@ -196,81 +201,88 @@ func Claim(j Job, now time.Time, worker, token string, lease time.Duration) (Job
 	if j.StartedAt.IsZero() {
 		j.StartedAt = now
 	}
-	return touch(j, now), nil
+	touch(j, now)
+	return nil
 }
 
 // Complete records success.
-func Complete(j Job, now time.Time, result *Blob, artifacts int, retention time.Duration) (Job, error) {
+func Complete(j *Job, now time.Time, result *Blob, artifacts int, retention time.Duration) error {
 	if err := CanDo(j.State, ActComplete); err != nil {
-		return j, err
+		return err
 	}
 	j.State = Succeeded
 	j.Result = result
 	j.Artifacts = artifacts
 	j.Error = nil
-	return finish(j, now, retention), nil
+	finish(j, now, retention)
+	return nil
 }
 
 // Fail records a failed attempt: the job goes back to queued after a backoff
 // while attempts remain, else to failed. retryable=false fails it at once.
-func Fail(j Job, now time.Time, e Error, retryable bool, backoff time.Duration, retention time.Duration) (Job, error) {
+func Fail(j *Job, now time.Time, e Error, retryable bool, backoff time.Duration, retention time.Duration) error {
 	if err := CanDo(j.State, ActFail); err != nil {
-		return j, err
+		return err
 	}
-	return failOrRequeue(j, now, e, retryable, backoff, retention), nil
+	failOrRequeue(j, now, e, retryable, backoff, retention)
+	return nil
 }
 
 // Rescue handles a running job whose lease expired: its worker is gone.
-func Rescue(j Job, now time.Time, backoff time.Duration, retention time.Duration) (Job, error) {
+func Rescue(j *Job, now time.Time, backoff time.Duration, retention time.Duration) error {
 	if err := CanDo(j.State, ActRescue); err != nil {
-		return j, err
+		return err
 	}
 	if !j.LeaseExpiresAt.Before(now) {
-		return j, fmt.Errorf("%w: lease still valid", ErrTransition)
+		return fmt.Errorf("%w: lease still valid", ErrTransition)
 	}
-	return failOrRequeue(j, now, Error{Message: "worker lost its lease", Code: CodeLease}, true, backoff, retention), nil
+	failOrRequeue(j, now, Error{Message: "worker lost its lease", Code: CodeLease}, true, backoff, retention)
+	return nil
 }
 
-func failOrRequeue(j Job, now time.Time, e Error, retryable bool, backoff, retention time.Duration) Job {
+func failOrRequeue(j *Job, now time.Time, e Error, retryable bool, backoff, retention time.Duration) {
 	j.Error = &e
 	j.LeaseToken, j.LeaseExpiresAt, j.Worker = "", time.Time{}, ""
 	if retryable && j.Attempt < j.MaxAttempts {
 		j.State = Queued
 		j.RunAt = now.Add(backoff)
-		return touch(j, now)
+		touch(j, now)
+		return
 	}
 	j.State = Failed
-	return finish(j, now, retention)
+	finish(j, now, retention)
 }
 
 // Release gives a running job back to its queue, runnable at once, without
 // counting the attempt: its worker stopped it on purpose (the node shuts
 // down), the job did nothing wrong.
-func Release(j Job, now time.Time, e Error) (Job, error) {
+func Release(j *Job, now time.Time, e Error) error {
 	if err := CanDo(j.State, ActRelease); err != nil {
-		return j, err
+		return err
 	}
 	j.Error = &e
 	j.LeaseToken, j.LeaseExpiresAt, j.Worker = "", time.Time{}, ""
 	j.State = Queued
 	j.Attempt = max(j.Attempt-1, 0)
 	j.RunAt = now
-	return touch(j, now), nil
+	touch(j, now)
+	return nil
 }
 
 // Cancel ends a queued or running job.
-func Cancel(j Job, now time.Time, retention time.Duration) (Job, error) {
+func Cancel(j *Job, now time.Time, retention time.Duration) error {
 	if err := CanDo(j.State, ActCancel); err != nil {
-		return j, err
+		return err
 	}
 	j.State = Canceled
-	return finish(j, now, retention), nil
+	finish(j, now, retention)
+	return nil
 }
 
 // Retry puts a failed or canceled job back in its queue with fresh attempts.
-func Retry(j Job, now time.Time) (Job, error) {
+func Retry(j *Job, now time.Time) error {
 	if err := CanDo(j.State, ActRetry); err != nil {
-		return j, err
+		return err
 	}
 	j.State = Queued
 	j.Attempt = 0
@@ -280,29 +292,30 @@ func Retry(j Job, now time.Time) (Job, error) {
 	j.Artifacts = 0
 	j.Progress = Progress{}
 	j.FinishedAt, j.ExpiresAt = time.Time{}, time.Time{}
-	return touch(j, now), nil
+	touch(j, now)
+	return nil
 }
 
 // SetProgress records progress of a running job.
-func SetProgress(j Job, now time.Time, p Progress) (Job, error) {
+func SetProgress(j *Job, now time.Time, p Progress) error {
 	if err := CanDo(j.State, ActProgress); err != nil {
-		return j, err
+		return err
 	}
 	j.Progress = p
-	return touch(j, now), nil
+	touch(j, now)
+	return nil
 }
 
-func finish(j Job, now time.Time, retention time.Duration) Job {
+func finish(j *Job, now time.Time, retention time.Duration) {
 	j.LeaseToken, j.LeaseExpiresAt, j.Worker = "", time.Time{}, ""
 	j.FinishedAt = now
 	j.ExpiresAt = now.Add(retention)
-	return touch(j, now)
+	touch(j, now)
 }
 
-func touch(j Job, now time.Time) Job {
+func touch(j *Job, now time.Time) {
 	j.UpdatedAt = now
 	j.Version++
-	return j
 }
 
 // Backoff returns the delay before retry number attempt (1-based): exponential

@@ -17,21 +17,21 @@ func base(s State) Job {
 func apply(a Action, j Job) (Job, error) {
 	switch a {
 	case ActClaim:
-		return Claim(j, t0, "w", "tok", time.Minute)
+		return onCopy(j, func(j *Job) error { return Claim(j, t0, "w", "tok", time.Minute) })
 	case ActProgress:
-		return SetProgress(j, t0, Progress{Current: 1, Total: 2})
+		return onCopy(j, func(j *Job) error { return SetProgress(j, t0, Progress{Current: 1, Total: 2}) })
 	case ActComplete:
-		return Complete(j, t0, &Blob{ContentType: "text/plain", Size: 2}, 1, time.Hour)
+		return onCopy(j, func(j *Job) error { return Complete(j, t0, &Blob{ContentType: "text/plain", Size: 2}, 1, time.Hour) })
 	case ActFail:
-		return Fail(j, t0, Error{Message: "boom"}, true, time.Second, time.Hour)
+		return onCopy(j, func(j *Job) error { return Fail(j, t0, Error{Message: "boom"}, true, time.Second, time.Hour) })
 	case ActRescue:
-		return Rescue(j, t0, time.Second, time.Hour)
+		return onCopy(j, func(j *Job) error { return Rescue(j, t0, time.Second, time.Hour) })
 	case ActRelease:
-		return Release(j, t0, Error{Message: "shutdown", Code: CodeShutdown})
+		return onCopy(j, func(j *Job) error { return Release(j, t0, Error{Message: "shutdown", Code: CodeShutdown}) })
 	case ActCancel:
-		return Cancel(j, t0, time.Hour)
+		return onCopy(j, func(j *Job) error { return Cancel(j, t0, time.Hour) })
 	case ActRetry:
-		return Retry(j, t0)
+		return onCopy(j, func(j *Job) error { return Retry(j, t0) })
 	case ActDelete:
 		return j, CanDo(j.State, ActDelete)
 	}
@@ -93,7 +93,7 @@ func TestTransitionMatrix(t *testing.T) {
 func TestClaim(t *testing.T) {
 	j := base(Queued)
 	j.Attempt = 0
-	got, err := Claim(j, t0, "w1", "tok", time.Minute)
+	got, err := onCopy(j, func(j *Job) error { return Claim(j, t0, "w1", "tok", time.Minute) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +102,13 @@ func TestClaim(t *testing.T) {
 		t.Fatalf("claim: %+v", got)
 	}
 	// A second attempt keeps the first start time.
-	again, _ := Claim(Job{State: Queued, StartedAt: t0.Add(-time.Hour), RunAt: t0}, t0, "w", "t", time.Minute)
+	again, _ := onCopy(Job{State: Queued, StartedAt: t0.Add(-time.Hour), RunAt: t0}, func(j *Job) error { return Claim(j, t0, "w", "t", time.Minute) })
 	if !again.StartedAt.Equal(t0.Add(-time.Hour)) {
 		t.Fatalf("started_at moved: %v", again.StartedAt)
 	}
 	// A delayed job is not claimable yet.
 	j.RunAt = t0.Add(time.Second)
-	if _, err := Claim(j, t0, "w", "t", time.Minute); !errors.Is(err, ErrTransition) {
+	if _, err := onCopy(j, func(j *Job) error { return Claim(j, t0, "w", "t", time.Minute) }); !errors.Is(err, ErrTransition) {
 		t.Fatalf("delayed claim: %v", err)
 	}
 }
@@ -131,7 +131,9 @@ func TestFail(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			j := base(Running)
 			j.Attempt, j.MaxAttempts, j.LeaseToken = c.attempt, c.max, "tok"
-			got, err := Fail(j, t0, Error{Message: "boom", Code: CodeHandler}, c.retryable, 5*time.Second, time.Hour)
+			got, err := onCopy(j, func(j *Job) error {
+				return Fail(j, t0, Error{Message: "boom", Code: CodeHandler}, c.retryable, 5*time.Second, time.Hour)
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,16 +160,16 @@ func TestFail(t *testing.T) {
 func TestRescueNeedsExpiredLease(t *testing.T) {
 	j := base(Running)
 	j.LeaseExpiresAt = t0.Add(time.Second)
-	if _, err := Rescue(j, t0, time.Second, time.Hour); !errors.Is(err, ErrTransition) {
+	if _, err := onCopy(j, func(j *Job) error { return Rescue(j, t0, time.Second, time.Hour) }); !errors.Is(err, ErrTransition) {
 		t.Fatalf("rescue of live lease: %v", err)
 	}
 	j.LeaseExpiresAt = t0.Add(-time.Second)
-	got, err := Rescue(j, t0, time.Second, time.Hour)
+	got, err := onCopy(j, func(j *Job) error { return Rescue(j, t0, time.Second, time.Hour) })
 	if err != nil || got.State != Queued || got.Error.Code != CodeLease {
 		t.Fatalf("rescue: %+v %v", got, err)
 	}
 	j.Attempt = j.MaxAttempts
-	got, _ = Rescue(j, t0, time.Second, time.Hour)
+	got, _ = onCopy(j, func(j *Job) error { return Rescue(j, t0, time.Second, time.Hour) })
 	if got.State != Failed {
 		t.Fatalf("rescue after last attempt: %s", got.State)
 	}
@@ -176,7 +178,9 @@ func TestRescueNeedsExpiredLease(t *testing.T) {
 func TestReleaseDoesNotCountAttempt(t *testing.T) {
 	j := base(Running)
 	j.Attempt, j.MaxAttempts, j.LeaseToken, j.RunAt = 3, 3, "tok", t0.Add(-time.Hour)
-	got, err := Release(j, t0, Error{Message: "interrupted by shutdown", Code: CodeShutdown})
+	got, err := onCopy(j, func(j *Job) error {
+		return Release(j, t0, Error{Message: "interrupted by shutdown", Code: CodeShutdown})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +196,7 @@ func TestRetryResets(t *testing.T) {
 	j.Error = &Error{Message: "x"}
 	j.Result = &Blob{Size: 1}
 	j.FinishedAt, j.ExpiresAt = t0, t0
-	got, err := Retry(j, t0)
+	got, err := onCopy(j, func(j *Job) error { return Retry(j, t0) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,4 +243,10 @@ func TestNewIDSortsByTime(t *testing.T) {
 	if !(a < b) {
 		t.Fatalf("ids not time-ordered: %s !< %s", a, b)
 	}
+}
+
+// onCopy runs a transition on a copy of j, as the stores do.
+func onCopy(j Job, f func(*Job) error) (Job, error) {
+	err := f(&j)
+	return j, err
 }

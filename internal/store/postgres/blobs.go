@@ -408,16 +408,14 @@ func (s *Store) Complete(ctx context.Context, id, token string, o store.Outcome)
 		arts = append(arts, row)
 	}
 	attempt := func(cur *job.Job) (*job.Job, bool, error) {
-		j := *cur
+		c := &saveCall{next: *cur, was: cur, result: result, artifacts: arts}
 		if o.Progress != nil {
-			j.Progress = *o.Progress
-			j.Progress.Message = storable(j.Progress.Message)
+			c.next.Progress = *o.Progress
+			c.next.Progress.Message = storable(c.next.Progress.Message)
 		}
-		next, err := job.Complete(j, now(), resultBlob, len(arts), o.Retention.Truncate(time.Microsecond))
-		if err != nil {
+		if err := job.Complete(&c.next, now(), resultBlob, len(arts), o.Retention.Truncate(time.Microsecond)); err != nil {
 			return nil, false, fmt.Errorf("job %s: %w", id, err)
 		}
-		c := &saveCall{next: next, was: cur, result: result, artifacts: arts}
 		ok, err := s.save(ctx, c)
 		return &c.next, ok, err
 	}

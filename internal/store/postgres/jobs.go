@@ -585,7 +585,7 @@ func index(js []*job.Job) map[string]*job.Job {
 
 // transition applies a transition of package job to a job and saves it,
 // reading the job again if it changed in between.
-func (s *Store) transition(ctx context.Context, what, id, token string, needLease bool, fn func(j job.Job, at time.Time) (job.Job, error)) (*job.Job, error) {
+func (s *Store) transition(ctx context.Context, what, id, token string, needLease bool, fn func(j *job.Job, at time.Time) error) (*job.Job, error) {
 	for range maxTries {
 		var cur *job.Job
 		var err error
@@ -597,16 +597,16 @@ func (s *Store) transition(ctx context.Context, what, id, token string, needLeas
 		if err != nil {
 			return nil, s.wrap(what, err)
 		}
-		next, err := fn(*cur, now())
-		if err != nil {
+		c := &saveCall{next: *cur, was: cur}
+		if err := fn(&c.next, now()); err != nil {
 			return nil, s.wrap(what, fmt.Errorf("job %s: %w", id, err))
 		}
-		ok, err := s.save(ctx, &saveCall{next: next, was: cur})
+		ok, err := s.save(ctx, c)
 		if err != nil {
 			return nil, s.wrap(what, err)
 		}
 		if ok {
-			return &next, nil
+			return &c.next, nil
 		}
 	}
 	return nil, s.wrap(what, fmt.Errorf("job %s changed under %d attempts in a row", id, maxTries))
@@ -619,7 +619,7 @@ const maxTries = 50
 
 // Fail implements store.Store.
 func (s *Store) Fail(ctx context.Context, id, token string, f store.Failure) (*job.Job, error) {
-	return s.transition(ctx, "fail", id, token, true, func(j job.Job, at time.Time) (job.Job, error) {
+	return s.transition(ctx, "fail", id, token, true, func(j *job.Job, at time.Time) error {
 		if f.Progress != nil {
 			j.Progress = *f.Progress
 			j.Progress.Message = storable(j.Progress.Message)
@@ -631,14 +631,14 @@ func (s *Store) Fail(ctx context.Context, id, token string, f store.Failure) (*j
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, id, token string, e job.Error) (*job.Job, error) {
-	return s.transition(ctx, "release", id, token, true, func(j job.Job, at time.Time) (job.Job, error) {
+	return s.transition(ctx, "release", id, token, true, func(j *job.Job, at time.Time) error {
 		return job.Release(j, at, job.Error{Message: storable(e.Message), Code: storable(e.Code)})
 	})
 }
 
 // Cancel implements store.Store.
 func (s *Store) Cancel(ctx context.Context, id string, retention time.Duration) (*job.Job, error) {
-	return s.transition(ctx, "cancel", id, "", false, func(j job.Job, at time.Time) (job.Job, error) {
+	return s.transition(ctx, "cancel", id, "", false, func(j *job.Job, at time.Time) error {
 		return job.Cancel(j, at, retention.Truncate(time.Microsecond))
 	})
 }
@@ -646,7 +646,7 @@ func (s *Store) Cancel(ctx context.Context, id string, retention time.Duration) 
 // Retry implements store.Store. Only a failed or canceled job is retried,
 // and neither has a result or artifacts to drop.
 func (s *Store) Retry(ctx context.Context, id string) (*job.Job, error) {
-	return s.transition(ctx, "retry", id, "", false, func(j job.Job, at time.Time) (job.Job, error) {
+	return s.transition(ctx, "retry", id, "", false, func(j *job.Job, at time.Time) error {
 		return job.Retry(j, at)
 	})
 }
@@ -674,11 +674,11 @@ func (s *Store) Rescue(ctx context.Context, at time.Time, backoff func(int) time
 	}
 	calls := make([]*saveCall, 0, len(expired))
 	for _, j := range expired {
-		next, err := job.Rescue(*j, at, backoff(j.Attempt).Truncate(time.Microsecond), retention(j.Queue).Truncate(time.Microsecond))
-		if err != nil {
+		c := &saveCall{next: *j, was: j, checkLease: true, done: make(chan struct{})}
+		if err := job.Rescue(&c.next, at, backoff(j.Attempt).Truncate(time.Microsecond), retention(j.Queue).Truncate(time.Microsecond)); err != nil {
 			return nil, s.wrap("rescue", err)
 		}
-		calls = append(calls, &saveCall{next: next, was: j, checkLease: true, done: make(chan struct{})})
+		calls = append(calls, c)
 	}
 	if len(calls) == 0 {
 		return nil, nil

@@ -251,7 +251,8 @@ func complete(j job.Job, p *job.Progress, result *placed, artifacts int, retenti
 	}
 	// Times are kept at microsecond precision; truncate now so that the
 	// job returned equals the job stored.
-	return job.Complete(j, fromUS(us(time.Now())), rb, artifacts, retention.Truncate(time.Microsecond))
+	err := job.Complete(&j, fromUS(us(time.Now())), rb, artifacts, retention.Truncate(time.Microsecond))
+	return j, err
 }
 
 func nonNil(b []byte) []byte {

@@ -468,7 +468,8 @@ func (s *Store) update(ctx context.Context, what, id, token string, leased bool,
 // Progress implements store.Store.
 func (s *Store) Progress(ctx context.Context, id, token string, p job.Progress) (*job.Job, error) {
 	return s.update(ctx, "progress", id, token, true, func(_ *wtx, j *job.Job) (job.Job, error) {
-		return job.SetProgress(*j, time.Now(), p)
+		next := *j
+		return next, job.SetProgress(&next, time.Now(), p)
 	}, nil)
 }
 
@@ -478,21 +479,24 @@ func (s *Store) Fail(ctx context.Context, id, token string, f store.Failure) (*j
 		if f.Progress != nil {
 			j.Progress = *f.Progress
 		}
-		return job.Fail(*j, time.Now(), f.Error, f.Retryable, f.Backoff, f.Retention)
+		next := *j
+		return next, job.Fail(&next, time.Now(), f.Error, f.Retryable, f.Backoff, f.Retention)
 	}, nil)
 }
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, id, token string, e job.Error) (*job.Job, error) {
 	return s.update(ctx, "release", id, token, true, func(_ *wtx, j *job.Job) (job.Job, error) {
-		return job.Release(*j, time.Now(), e)
+		next := *j
+		return next, job.Release(&next, time.Now(), e)
 	}, nil)
 }
 
 // Cancel implements store.Store.
 func (s *Store) Cancel(ctx context.Context, id string, retention time.Duration) (*job.Job, error) {
 	return s.update(ctx, "cancel", id, "", false, func(_ *wtx, j *job.Job) (job.Job, error) {
-		return job.Cancel(*j, time.Now(), retention)
+		next := *j
+		return next, job.Cancel(&next, time.Now(), retention)
 	}, nil)
 }
 
@@ -500,7 +504,8 @@ func (s *Store) Cancel(ctx context.Context, id string, retention time.Duration) 
 func (s *Store) Retry(ctx context.Context, id string) (*job.Job, error) {
 	var dead []string
 	return s.update(ctx, "retry", id, "", false, func(w *wtx, j *job.Job) (job.Job, error) {
-		next, err := job.Retry(*j, time.Now())
+		next := *j
+		err := job.Retry(&next, time.Now())
 		if err != nil {
 			return next, err
 		}
@@ -591,8 +596,8 @@ func (s *Store) Rescue(ctx context.Context, now time.Time, backoff func(int) tim
 		}
 		rows.Close()
 		for _, j := range expired {
-			next, err := job.Rescue(*j, now, backoff(j.Attempt), retention(j.Queue))
-			if err != nil {
+			next := *j
+			if err := job.Rescue(&next, now, backoff(j.Attempt), retention(j.Queue)); err != nil {
 				return err
 			}
 			if err := w.save(&next); err != nil {
