@@ -386,6 +386,9 @@ func (s *Store) List(ctx context.Context, f store.Filter) (store.Page, error) {
 		q.WriteString(" AND " + c + "$" + strconv.Itoa(len(args)))
 	}
 	if f.Owner != "" {
+		// Spelled out so that a generic plan, which cannot know the
+		// owner, still matches jobs_owner (see migration 0003).
+		q.WriteString(" AND owner <> ''")
 		cond("owner = ", f.Owner)
 	}
 	if f.Queue != "" {
