@@ -606,19 +606,7 @@ func TestLeaseLossStopsHandlers(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, id := range ids {
-		for {
-			j, err := st.Get(context.Background(), id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if j.State == job.Running {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("job %s not running: %s", id, j.State)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		awaitState(t, st, id, job.Running, deadline)
 		// Straight through the store, as another node would: this engine
 		// is not told.
 		if _, err := st.Cancel(context.Background(), id, time.Hour); err != nil {
@@ -668,19 +656,7 @@ func TestPrefetchReleasedAtShutdown(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, id := range ahead {
-		for {
-			j, err := st.Get(context.Background(), id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if j.State == job.Running {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("job %s not claimed ahead: %s", id, j.State)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		awaitState(t, st, id, job.Running, deadline) // claimed ahead
 	}
 	if n := started.Load(); n != 2 {
 		t.Fatalf("%d handlers started, want 2: the buffered jobs must wait for the busy worker", n)
@@ -699,5 +675,24 @@ func TestPrefetchReleasedAtShutdown(t *testing.T) {
 	}
 	if n := started.Load(); n != 2 {
 		t.Fatalf("%d handlers started, want 2", n)
+	}
+}
+
+// awaitState polls the store until job id is in state want, failing the
+// test at deadline.
+func awaitState(t testing.TB, st store.Store, id string, want job.State, deadline time.Time) {
+	t.Helper()
+	for {
+		j, err := st.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s is %s, want %s", id, j.State, want)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
