@@ -629,13 +629,15 @@ func TestLeaseLossStopsHandlers(t *testing.T) {
 	}
 }
 
-// Quick jobs are claimed ahead of free workers; those still waiting when
-// the engine stops go back to their queue without spending an attempt.
-func TestPrefetchReleasedAtShutdown(t *testing.T) {
-	st := openStore(t, t.TempDir())
+// prefetched starts an engine with one worker on a queue of quick jobs,
+// blocks its worker with a job that waits for gate, and submits five more,
+// which the engine claims ahead: they are running in the store, their
+// handlers not started.
+func prefetched(t *testing.T) (st store.Store, e *engine.Engine, ahead []string, started *atomic.Int32, gate chan struct{}) {
+	st = openStore(t, t.TempDir())
 	gate, blocked := make(chan struct{}), make(chan struct{})
-	var started atomic.Int32
-	e := start(t, st, engine.Options{}, engine.Queue{Name: "q", Concurrency: 1, MaxAttempts: 3,
+	started = new(atomic.Int32)
+	e = start(t, st, engine.Options{}, engine.Queue{Name: "q", Concurrency: 1, MaxAttempts: 3,
 		Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
 			started.Add(1)
 			if tk.Job().Labels["kind"] == "block" {
@@ -650,7 +652,6 @@ func TestPrefetchReleasedAtShutdown(t *testing.T) {
 	wait(t, e, submit(t, e, store.NewJob{Queue: "q"}).ID) // the runner learns the jobs are quick
 	submit(t, e, store.NewJob{Queue: "q", Labels: map[string]string{"kind": "block"}})
 	<-blocked
-	var ahead []string
 	for range 5 {
 		ahead = append(ahead, submit(t, e, store.NewJob{Queue: "q"}).ID)
 	}
@@ -661,6 +662,44 @@ func TestPrefetchReleasedAtShutdown(t *testing.T) {
 	if n := started.Load(); n != 2 {
 		t.Fatalf("%d handlers started, want 2: the buffered jobs must wait for the busy worker", n)
 	}
+	return st, e, ahead, started, gate
+}
+
+// Jobs claimed ahead go back to their queue, their attempt not spent,
+// when the queue is paused, and run once it is resumed.
+func TestPrefetchReleasedOnPause(t *testing.T) {
+	st, e, ahead, started, gate := prefetched(t)
+	if err := e.SetPaused("q", true); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ahead {
+		j, err := st.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != job.Queued || j.Attempt != 0 || j.Error == nil || j.Error.Code != job.CodePaused {
+			t.Errorf("job %s after pause: %s, attempt %d, error %+v; want queued, attempt 0, paused", id, j.State, j.Attempt, j.Error)
+		}
+	}
+	close(gate)
+	time.Sleep(50 * time.Millisecond)
+	if n := started.Load(); n != 2 {
+		t.Fatalf("%d handlers started while paused, want 2", n)
+	}
+	if err := e.SetPaused("q", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ahead {
+		if j := wait(t, e, id); j.State != job.Succeeded || j.Attempt != 1 {
+			t.Errorf("job %s: %s after %d attempts, want succeeded after 1", id, j.State, j.Attempt)
+		}
+	}
+}
+
+// Quick jobs are claimed ahead of free workers; those still waiting when
+// the engine stops go back to their queue without spending an attempt.
+func TestPrefetchReleasedAtShutdown(t *testing.T) {
+	st, e, ahead, started, _ := prefetched(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	e.Stop(ctx)

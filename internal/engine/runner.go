@@ -50,7 +50,14 @@ func (e *Engine) SetPaused(queue string, paused bool) error {
 	}
 	r.mu.Lock()
 	r.paused = paused
+	var held []*job.Job
+	if paused {
+		// Jobs claimed ahead have not started: a paused queue starts
+		// none, so they go back.
+		held, r.buffer = r.buffer, nil
+	}
 	r.mu.Unlock()
+	r.giveBack(held, job.Error{Message: "claimed ahead and given back when its queue was paused", Code: job.CodePaused})
 	r.wake()
 	return nil
 }
@@ -173,6 +180,14 @@ func (r *runner) claim(ctx context.Context, limit int) claimResult {
 	// The jobs take their room before the reservation is given back, so
 	// that the pool is never over-claimed in between.
 	r.mu.Lock()
+	if r.paused {
+		// Paused while the claim was in flight: its jobs go back
+		// unstarted.
+		r.reserved -= limit
+		r.mu.Unlock()
+		r.giveBack(jobs, job.Error{Message: "claimed while its queue was being paused, given back", Code: job.CodePaused})
+		return claimResult{asked: limit, got: len(jobs), err: err}
+	}
 	n := 0
 	for _, j := range jobs {
 		if r.active < r.q.Concurrency && len(r.buffer) == 0 {
@@ -258,9 +273,14 @@ func (r *runner) release() {
 	jobs := r.buffer
 	r.buffer = nil
 	r.mu.Unlock()
+	r.giveBack(jobs, job.Error{Message: "claimed ahead and not started before shutdown", Code: job.CodeShutdown})
+}
+
+// giveBack releases jobs claimed ahead, which never started, to their queue.
+func (r *runner) giveBack(jobs []*job.Job, why job.Error) {
 	ctx := context.WithoutCancel(r.e.loops)
 	for _, j := range jobs {
-		rj, err := r.e.store.Release(ctx, j.ID, j.LeaseToken, job.Error{Message: "claimed ahead and not started before shutdown", Code: job.CodeShutdown})
+		rj, err := r.e.store.Release(ctx, j.ID, j.LeaseToken, why)
 		if err != nil {
 			if !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, store.ErrNotFound) {
 				r.e.log.Error("release unstarted job", "job", j.ID, "err", err)

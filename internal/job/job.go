@@ -71,6 +71,7 @@ const (
 	CodeTimeout  = "deadline_exceeded" // the attempt ran past its timeout
 	CodeLease    = "lease_expired"     // the worker holding the job vanished
 	CodeShutdown = "shutdown"          // the node stopped while the job ran
+	CodePaused   = "paused"            // claimed ahead, given back when its queue was paused
 )
 
 // Blob describes stored bytes: a job's input, its result or one artifact.
