@@ -461,6 +461,31 @@ func (e *Engine) Delete(ctx context.Context, id string) (*job.Job, error) {
 func (e *Engine) interrupt(id string, cause error) {
 	if t, ok := e.running.Load(id); ok {
 		t.(*Task).cancel(cause)
+		return
+	}
+	e.unbuffer(id)
+}
+
+// unbuffer drops a job claimed ahead and not started from its runner's
+// buffer: it was canceled or deleted through this node. (One changed
+// through another node is left: it waits a few milliseconds at most, and
+// its handler's outcome is then refused by the store.)
+func (e *Engine) unbuffer(id string) {
+	e.mu.Lock()
+	runners := make([]*runner, 0, len(e.queues))
+	for _, r := range e.queues {
+		runners = append(runners, r)
+	}
+	e.mu.Unlock()
+	for _, r := range runners {
+		r.mu.Lock()
+		for i, j := range r.buffer {
+			if j.ID == id {
+				r.buffer = append(r.buffer[:i], r.buffer[i+1:]...)
+				break
+			}
+		}
+		r.mu.Unlock()
 	}
 }
 

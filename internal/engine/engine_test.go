@@ -735,3 +735,23 @@ func awaitState(t testing.TB, st store.Store, id string, want job.State, deadlin
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A job claimed ahead and canceled through this node never starts.
+func TestPrefetchCanceled(t *testing.T) {
+	_, e, ahead, started, gate := prefetched(t)
+	if _, err := e.Cancel(context.Background(), ahead[0]); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	for _, id := range ahead[1:] {
+		if j := wait(t, e, id); j.State != job.Succeeded {
+			t.Errorf("job %s: %s, want succeeded", id, j.State)
+		}
+	}
+	if j := wait(t, e, ahead[0]); j.State != job.Canceled {
+		t.Errorf("canceled job: %s", j.State)
+	}
+	if n := started.Load(); n != 2+4 {
+		t.Fatalf("%d handlers started, want 6: the canceled job must not run", n)
+	}
+}
