@@ -633,11 +633,11 @@ func TestLeaseLossStopsHandlers(t *testing.T) {
 // blocks its worker with a job that waits for gate, and submits five more,
 // which the engine claims ahead: they are running in the store, their
 // handlers not started.
-func prefetched(t *testing.T) (st store.Store, e *engine.Engine, ahead []string, started *atomic.Int32, gate chan struct{}) {
+func prefetched(t *testing.T, opts engine.Options) (st store.Store, e *engine.Engine, ahead []string, started *atomic.Int32, gate chan struct{}) {
 	st = openStore(t, t.TempDir())
 	gate, blocked := make(chan struct{}), make(chan struct{})
 	started = new(atomic.Int32)
-	e = start(t, st, engine.Options{}, engine.Queue{Name: "q", Concurrency: 1, MaxAttempts: 3,
+	e = start(t, st, opts, engine.Queue{Name: "q", Concurrency: 1, MaxAttempts: 3,
 		Handler: engine.HandlerFunc(func(ctx context.Context, tk *engine.Task) error {
 			started.Add(1)
 			if tk.Job().Labels["kind"] == "block" {
@@ -668,7 +668,7 @@ func prefetched(t *testing.T) (st store.Store, e *engine.Engine, ahead []string,
 // Jobs claimed ahead go back to their queue, their attempt not spent,
 // when the queue is paused, and run once it is resumed.
 func TestPrefetchReleasedOnPause(t *testing.T) {
-	st, e, ahead, started, gate := prefetched(t)
+	st, e, ahead, started, gate := prefetched(t, engine.Options{})
 	if err := e.SetPaused("q", true); err != nil {
 		t.Fatal(err)
 	}
@@ -699,7 +699,7 @@ func TestPrefetchReleasedOnPause(t *testing.T) {
 // Quick jobs are claimed ahead of free workers; those still waiting when
 // the engine stops go back to their queue without spending an attempt.
 func TestPrefetchReleasedAtShutdown(t *testing.T) {
-	st, e, ahead, started, _ := prefetched(t)
+	st, e, ahead, started, _ := prefetched(t, engine.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	e.Stop(ctx)
@@ -738,7 +738,7 @@ func awaitState(t testing.TB, st store.Store, id string, want job.State, deadlin
 
 // A job claimed ahead and canceled through this node never starts.
 func TestPrefetchCanceled(t *testing.T) {
-	_, e, ahead, started, gate := prefetched(t)
+	_, e, ahead, started, gate := prefetched(t, engine.Options{})
 	if _, err := e.Cancel(context.Background(), ahead[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -753,5 +753,25 @@ func TestPrefetchCanceled(t *testing.T) {
 	}
 	if n := started.Load(); n != 2+4 {
 		t.Fatalf("%d handlers started, want 6: the canceled job must not run", n)
+	}
+}
+
+// A job held ahead longer than a third of its lease has its lease renewed
+// before it starts; one that is no longer this node's (canceled through
+// another node) does not start.
+func TestPrefetchHeldLong(t *testing.T) {
+	st, e, ahead, started, gate := prefetched(t, engine.Options{Lease: time.Second})
+	if _, err := st.Cancel(context.Background(), ahead[0], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // past a third of the lease
+	close(gate)
+	for _, id := range ahead[1:] {
+		if j := wait(t, e, id); j.State != job.Succeeded || j.Attempt != 1 {
+			t.Errorf("job %s: %s after %d attempts, want succeeded after 1", id, j.State, j.Attempt)
+		}
+	}
+	if n := started.Load(); n != 2+4 {
+		t.Fatalf("%d handlers started, want 6: the job canceled elsewhere must not run", n)
 	}
 }
