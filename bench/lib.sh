@@ -65,3 +65,15 @@ cpu_snapshot() {
 		printf "%d %d %d %d", t, t - idle, srv, ch
 	}' "$WORK/times"
 }
+
+# docket_binary DIR: sets DOCKET to $DOCKET_BIN when given (a prebuilt
+# binary), else builds ./cmd/docket into DIR; run from the repository root.
+docket_binary() {
+	if [[ -n ${DOCKET_BIN:-} ]]; then
+		DOCKET=$DOCKET_BIN
+		echo "docket: $DOCKET (prebuilt)"
+	else
+		DOCKET=$1/docket
+		timeout 300 go build -o "$DOCKET" ./cmd/docket
+	fi
+}

@@ -173,13 +173,7 @@ submit_case() {
 echo "docket HTTP benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -sr), $(go env GOVERSION)," \
 	"$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'); wrk: $THREADS threads, $CONNS connections, ${DURATION} s per run"
 cd "$ROOT"
-if [[ -n ${DOCKET_BIN:-} ]]; then
-	DOCKET=$DOCKET_BIN
-	echo "docket: $DOCKET (prebuilt)"
-else
-	DOCKET=$WORK/docket
-	timeout 300 go build -o "$DOCKET" ./cmd/docket
-fi
+docket_binary "$WORK"
 timeout 300 go build -o "$WORK/bare" ./bench/http/bare
 timeout 300 go build -o "$WORK/proxy" ./bench/http/proxy
 

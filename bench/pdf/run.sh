@@ -54,13 +54,7 @@ echo "docket PDF benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $NCPU cores ($(awk -
 echo "$(pdftoppm -v 2>&1 | head -1), $(tesseract --version 2>&1 | head -1); document $(basename "$PDF"): $PAGES pages, $(stat -c %s "$PDF") bytes;" \
 	"$DPI DPI; by hand: $P processes at once; $ROUNDS rounds, $DOCS documents in the throughput cases"
 cd "$ROOT"
-if [[ -n ${DOCKET_BIN:-} ]]; then
-	DOCKET=$DOCKET_BIN
-	echo "docket: $DOCKET (prebuilt)"
-else
-	DOCKET=$WORK/docket
-	timeout 300 go build -o "$DOCKET" ./cmd/docket
-fi
+docket_binary "$WORK"
 
 "$DOCKET" serve --app pdf --data-dir "$WORK/data" --listen 127.0.0.1:0 --shutdown-grace 5s >"$WORK/server.log" 2>&1 &
 PID=$!

@@ -65,13 +65,7 @@ echo "docket SSE benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(un
 echo "watchers: $WATCHERS jobs ({\"steps\":$STEPS,\"sleep\":\"$SLEEP\"}), one SSE stream each;" \
 	"fanout: $FANOUT_JOBS jobs (sleep $FANOUT_SLEEP), $FANOUT_PER_JOB streams per job, $FANOUT_ALL GET /v1/events streams, ${DURATION} s"
 cd "$ROOT"
-if [[ -n ${DOCKET_BIN:-} ]]; then
-	DOCKET=$DOCKET_BIN
-	echo "docket: $DOCKET (prebuilt)"
-else
-	DOCKET=$WORK/docket
-	timeout 300 go build -o "$DOCKET" ./cmd/docket
-fi
+docket_binary "$WORK"
 timeout 300 go build -o "$WORK/sse" ./bench/sse
 
 # A queue named echo without a command runs the demo handler; its
