@@ -224,9 +224,8 @@ ready:
 		t.Errorf("1000 changes came in %d notice(s); want them split", notices)
 	}
 
-	// Names too long for a payload entry: the change still comes, without
-	// them.
-	long := strings.Repeat("q", 3000)
+	// Names too long for a payload: the change still comes, without them.
+	long := strings.Repeat("q", 9000)
 	j = insert(t, a, newJob(long))[0]
 	if c, _ := wb.until("insert with a long queue name", j.ID, 1); c.Queue != "" || c.Owner != "" || c.State != job.Queued {
 		t.Errorf("long names: change %+v, want queue and owner left out", c)

@@ -145,17 +145,27 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn, fn func(store.Notic
 	}
 }
 
-// payload is a notification as docket_changed sends it.
+// payload is a notification as docket_changed sends it: one array per
+// field (migration 0005). Entries is the form of earlier migrations, one
+// array per job: [id, queue, owner, version, state] and a removed flag;
+// still read, so that a notification sent before the migration is not
+// lost on a node that hears it after.
 type payload struct {
-	Origin  string              `json:"o"`
-	Changes [][]json.RawMessage `json:"c"`
+	Origin   string              `json:"o"`
+	IDs      []string            `json:"j"`
+	Queues   []string            `json:"q"`
+	Owners   []string            `json:"w"`
+	Versions []int64             `json:"v"`
+	States   []string            `json:"s"`
+	Gone     []bool              `json:"d"`
+	Entries  [][]json.RawMessage `json:"c"`
 }
 
 // decode reads a payload; changes this store made itself give nothing.
 func (s *Store) decode(text string) ([]store.Change, error) {
 	// Most payloads a busy node hears are its own: they are told apart by
-	// their head alone, without decoding the entries (the origin is
-	// base32, which JSON quotes as it is).
+	// their head alone, without decoding the rest (the origin is base32,
+	// which JSON quotes as it is).
 	if strings.HasPrefix(text, `{"o":"`) && strings.HasPrefix(text[len(`{"o":"`):], s.origin+`",`) {
 		return nil, nil
 	}
@@ -166,8 +176,25 @@ func (s *Store) decode(text string) ([]store.Change, error) {
 	if p.Origin == s.origin {
 		return nil, nil
 	}
-	out := make([]store.Change, 0, len(p.Changes))
-	for _, e := range p.Changes {
+	if p.Entries != nil {
+		return decodeEntries(p.Entries)
+	}
+	n := len(p.IDs)
+	if len(p.Queues) != n || len(p.Owners) != n || len(p.Versions) != n || len(p.States) != n || len(p.Gone) != n {
+		return nil, fmt.Errorf("payload %.80q: columns of different lengths", text)
+	}
+	out := make([]store.Change, n)
+	for i := range out {
+		out[i] = store.Change{JobID: p.IDs[i], Queue: p.Queues[i], Owner: p.Owners[i], Version: p.Versions[i],
+			State: job.State(p.States[i]), Deleted: p.Gone[i]}
+	}
+	return out, nil
+}
+
+// decodeEntries reads the entries of a payload of the earlier form.
+func decodeEntries(entries [][]json.RawMessage) ([]store.Change, error) {
+	out := make([]store.Change, 0, len(entries))
+	for _, e := range entries {
 		if len(e) < 5 {
 			return nil, fmt.Errorf("payload entry %s: %d fields", e, len(e))
 		}
