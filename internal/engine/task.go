@@ -415,10 +415,29 @@ func (r *runner) finish(t *Task, err error, final *job.Progress, ran time.Durati
 	ctx := context.WithoutCancel(t.ctx)
 	var j *job.Job
 	var serr error
+	if err == nil && t.ctx.Err() == nil {
+		j, serr = e.store.Complete(ctx, t.job.ID, t.job.LeaseToken,
+			store.Outcome{Result: t.result, Artifacts: t.artifacts, Progress: final, Retention: r.q.Retention, Known: t.known})
+	} else {
+		j, serr = r.unfinished(ctx, t, err, cause, final)
+	}
+	if serr != nil {
+		if !errors.Is(serr, store.ErrLeaseLost) && !errors.Is(serr, store.ErrNotFound) {
+			e.log.Error("record job outcome", "job", t.job.ID, "trace_id", traceID(t.job), "err", serr)
+		}
+		return
+	}
+	r.recorded(ctx, t, j, ran)
+}
+
+// unfinished records an attempt that did not succeed: released at a
+// shutdown, failed otherwise. It is apart from finish, as are the other
+// steps off the path of a success, so that finish's frame stays small: a
+// completion's calls run on the job's goroutine, whose stack would grow
+// (and be copied) past its first size otherwise.
+func (r *runner) unfinished(ctx context.Context, t *Task, err, cause error, final *job.Progress) (*job.Job, error) {
+	e := r.e
 	switch {
-	case err == nil && t.ctx.Err() == nil:
-		o := store.Outcome{Result: t.result, Artifacts: t.artifacts, Progress: final, Retention: r.q.Retention, Known: t.known}
-		j, serr = e.store.Complete(ctx, t.job.ID, t.job.LeaseToken, o)
 	case e.work.Err() != nil && !errors.Is(cause, errTimeout):
 		// Interrupted by the shutdown: the job did nothing wrong, so it
 		// goes back to its queue without spending an attempt.
@@ -427,7 +446,7 @@ func (r *runner) finish(t *Task, err error, final *job.Progress, ran time.Durati
 				e.log.Warn("store progress", "job", t.job.ID, "trace_id", traceID(t.job), "err", perr)
 			}
 		}
-		j, serr = e.store.Release(ctx, t.job.ID, t.job.LeaseToken, job.Error{Message: "interrupted by shutdown", Code: job.CodeShutdown})
+		return e.store.Release(ctx, t.job.ID, t.job.LeaseToken, job.Error{Message: "interrupted by shutdown", Code: job.CodeShutdown})
 	default:
 		f := store.Failure{Progress: final, Retention: r.q.Retention, Retryable: true, Backoff: e.backoff(t.job.Attempt)}
 		var perm permanentError
@@ -443,14 +462,13 @@ func (r *runner) finish(t *Task, err error, final *job.Progress, ran time.Durati
 			}
 			f.Error = job.Error{Message: err.Error(), Code: job.CodeHandler}
 		}
-		j, serr = e.store.Fail(ctx, t.job.ID, t.job.LeaseToken, f)
+		return e.store.Fail(ctx, t.job.ID, t.job.LeaseToken, f)
 	}
-	if serr != nil {
-		if !errors.Is(serr, store.ErrLeaseLost) && !errors.Is(serr, store.ErrNotFound) {
-			e.log.Error("record job outcome", "job", t.job.ID, "trace_id", traceID(t.job), "err", serr)
-		}
-		return
-	}
+}
+
+// recorded tells of an attempt whose outcome the store recorded.
+func (r *runner) recorded(ctx context.Context, t *Task, j *job.Job, ran time.Duration) {
+	e := r.e
 	e.opts.Metrics.Ran(j.Queue, ran, j)
 	if e.log.Enabled(ctx, slog.LevelDebug) {
 		e.log.Debug("job attempt ended", "job", j.ID, "queue", j.Queue, "attempt", t.job.Attempt, "state", j.State,

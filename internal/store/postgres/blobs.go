@@ -351,61 +351,22 @@ func (s *Store) saveRound(ctx context.Context, calls []*saveCall) error {
 // goes. With a current Outcome.Known the job is not read at all, and
 // completions running at the same time share one statement.
 func (s *Store) Complete(ctx context.Context, id, token string, o store.Outcome) (*job.Job, error) {
-	var written []blobName
+	var (
+		result     *stored
+		resultBlob *job.Blob
+		arts       []artifactRow
+		written    []blobName
+	)
+	if o.Result != nil || len(o.Artifacts) > 0 {
+		var err error
+		result, resultBlob, arts, written, err = s.putOutcome(ctx, id, o)
+		if err != nil {
+			return nil, s.wrap("complete "+id, err)
+		}
+	}
 	fail := func(err error) (*job.Job, error) {
 		s.dropBlobs(written)
 		return nil, s.wrap("complete "+id, err)
-	}
-	unused := func(ds []store.Data) {
-		for _, d := range ds {
-			if d.Path != "" {
-				os.Remove(d.Path)
-			}
-		}
-	}
-	for _, a := range o.Artifacts {
-		if err := store.CheckName(a.Name); err != nil {
-			if o.Result != nil {
-				unused([]store.Data{*o.Result})
-			}
-			unused(o.Artifacts)
-			return fail(err)
-		}
-	}
-	var result *stored
-	var resultBlob *job.Blob
-	if o.Result != nil {
-		st, err := s.put(ctx, id, *o.Result, "r")
-		if err != nil {
-			unused(o.Artifacts)
-			return fail(err)
-		}
-		if st.blob != "" {
-			written = append(written, blobName{id, st.blob})
-		}
-		result = &st
-		resultBlob = &job.Blob{ContentType: o.Result.ContentType, Size: st.size}
-	}
-	// A name given twice keeps its last data, as a file written twice
-	// would.
-	var arts []artifactRow
-	at := map[string]int{}
-	for i, a := range o.Artifacts {
-		st, err := s.put(ctx, id, a, "a")
-		if err != nil {
-			unused(o.Artifacts[i+1:])
-			return fail(err)
-		}
-		if st.blob != "" {
-			written = append(written, blobName{id, st.blob})
-		}
-		row := artifactRow{blob: job.Blob{Name: a.Name, ContentType: a.ContentType, Size: st.size}, data: st}
-		if k, ok := at[a.Name]; ok {
-			arts[k] = row
-			continue
-		}
-		at[a.Name] = len(arts)
-		arts = append(arts, row)
 	}
 	attempt := func(cur *job.Job) (*job.Job, bool, error) {
 		c := &saveCall{next: *cur, was: cur, result: result, artifacts: arts}
@@ -442,6 +403,68 @@ func (s *Store) Complete(ctx context.Context, id, token string, o store.Outcome)
 		}
 	}
 	return fail(fmt.Errorf("job %s changed under %d attempts in a row", id, maxTries))
+}
+
+// putOutcome stores a completion's result and artifacts (those too large
+// for a row as blobs) before the job is saved, and names the blobs
+// written, to be dropped if the save does not happen. It is apart from
+// Complete so that Complete's frame stays small for the completions that
+// bring neither: they run on the job's goroutine, whose stack would grow
+// (and be copied) past its first size otherwise.
+func (s *Store) putOutcome(ctx context.Context, id string, o store.Outcome) (result *stored, resultBlob *job.Blob, arts []artifactRow, written []blobName, err error) {
+	unused := func(ds []store.Data) {
+		for _, d := range ds {
+			if d.Path != "" {
+				os.Remove(d.Path)
+			}
+		}
+	}
+	fail := func(err error) (*stored, *job.Blob, []artifactRow, []blobName, error) {
+		s.dropBlobs(written)
+		return nil, nil, nil, nil, err
+	}
+	for _, a := range o.Artifacts {
+		if err := store.CheckName(a.Name); err != nil {
+			if o.Result != nil {
+				unused([]store.Data{*o.Result})
+			}
+			unused(o.Artifacts)
+			return fail(err)
+		}
+	}
+	if o.Result != nil {
+		st, err := s.put(ctx, id, *o.Result, "r")
+		if err != nil {
+			unused(o.Artifacts)
+			return fail(err)
+		}
+		if st.blob != "" {
+			written = append(written, blobName{id, st.blob})
+		}
+		result = &st
+		resultBlob = &job.Blob{ContentType: o.Result.ContentType, Size: st.size}
+	}
+	// A name given twice keeps its last data, as a file written twice
+	// would.
+	at := map[string]int{}
+	for i, a := range o.Artifacts {
+		st, err := s.put(ctx, id, a, "a")
+		if err != nil {
+			unused(o.Artifacts[i+1:])
+			return fail(err)
+		}
+		if st.blob != "" {
+			written = append(written, blobName{id, st.blob})
+		}
+		row := artifactRow{blob: job.Blob{Name: a.Name, ContentType: a.ContentType, Size: st.size}, data: st}
+		if k, ok := at[a.Name]; ok {
+			arts[k] = row
+			continue
+		}
+		at[a.Name] = len(arts)
+		arts = append(arts, row)
+	}
+	return result, resultBlob, arts, written, nil
 }
 
 // OpenInput implements store.Store.
