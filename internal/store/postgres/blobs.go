@@ -284,12 +284,12 @@ func (s *Store) saveRound(ctx context.Context, calls []*saveCall) error {
 		ids, wasStates, states, messages         = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		wasVersions, currents, totals, versions  = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		resultSizes                              = make([]int64, n)
-		wasLeases, runAts, starts, finishes      = make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
-		updates, expires, leases                 = make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
+		wasLeases, runAts, starts, finishes      = make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n)
+		updates, expires, leases                 = make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n)
 		attempts, artifacts                      = make([]int32, n), make([]int32, n)
-		resultTypes, resultBlobs, errMsgs, codes = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
-		tokens, workers, wasTokens               = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
-		resultData                               = make([][]byte, n)
+		resultTypes, resultBlobs, errMsgs, codes = make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n)
+		tokens, workers, wasTokens               = make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n)
+		resultData                               = make(refs[[]byte], n)
 		artJobs, artNames, artTypes              []string
 		artSizes                                 []int64
 		artData                                  [][]byte

@@ -269,12 +269,12 @@ func (s *Store) insertRows(ctx context.Context, rows []newRow) ([]store.Inserted
 	n := len(rows)
 	var (
 		ids, queues, owners, digests, types, names = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		keys, labels, blobs, hookURLs, hookEvents  = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
+		keys, labels, blobs, hookURLs, hookEvents  = make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n)
 		priorities, maxAttempts, maxQueued         = make([]int32, n), make([]int32, n), make([]int32, n)
 		runAts                                     = make([]time.Time, n)
 		timeouts, sizes                            = make([]int64, n), make([]int64, n)
 		uniques                                    = make([]bool, n)
-		datas                                      = make([][]byte, n)
+		datas                                      = make(refs[[]byte], n)
 	)
 	for i := range rows {
 		nj := &rows[i].nj

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/docket/docket/internal/store"
@@ -397,3 +398,24 @@ func now() time.Time {
 
 // ErrClosed is store.ErrClosed.
 var ErrClosed = store.ErrClosed
+
+// refs is a slice that pgx encodes as an array without reflection and
+// without boxing each element: Index hands out a pointer, which an
+// interface holds as it is. A slice of a struct type such as pgtype.Text
+// goes through reflect otherwise, and pgtype.FlatArray boxes each element,
+// an allocation per element of every batch statement.
+type refs[T any] []T
+
+// Dimensions implements pgtype.ArrayGetter; a nil slice is NULL.
+func (a refs[T]) Dimensions() []pgtype.ArrayDimension {
+	if a == nil {
+		return nil
+	}
+	return []pgtype.ArrayDimension{{Length: int32(len(a)), LowerBound: 1}}
+}
+
+// Index implements pgtype.ArrayGetter.
+func (a refs[T]) Index(i int) any { return &a[i] }
+
+// IndexType implements pgtype.ArrayGetter.
+func (a refs[T]) IndexType() any { return new(T) }
