@@ -281,19 +281,19 @@ func (s *Store) runSaves(ctx context.Context, calls []*saveCall) {
 func (s *Store) saveRound(ctx context.Context, calls []*saveCall) error {
 	n := len(calls)
 	var (
-		ids, wasStates, states, messages         = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		wasVersions, currents, totals, versions  = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		resultSizes                              = make([]int64, n)
+		ids, wasStates, states, messages         = make(refs[string], n), make(refs[string], n), make(refs[string], n), make(refs[string], n)
+		wasVersions, currents, totals, versions  = make(refs[int64], n), make(refs[int64], n), make(refs[int64], n), make(refs[int64], n)
+		resultSizes                              = make(refs[int64], n)
 		wasLeases, runAts, starts, finishes      = make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n)
 		updates, expires, leases                 = make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n), make(refs[pgtype.Timestamptz], n)
-		attempts, artifacts                      = make([]int32, n), make([]int32, n)
+		attempts, artifacts                      = make(refs[int32], n), make(refs[int32], n)
 		resultTypes, resultBlobs, errMsgs, codes = make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n)
 		tokens, workers, wasTokens               = make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n)
 		resultData                               = make(refs[[]byte], n)
-		artJobs, artNames, artTypes              []string
-		artSizes                                 []int64
-		artData                                  [][]byte
-		artBlobs                                 []pgtype.Text
+		artJobs, artNames, artTypes              refs[string]
+		artSizes                                 refs[int64]
+		artData                                  refs[[]byte]
+		artBlobs                                 refs[pgtype.Text]
 	)
 	for i, c := range calls {
 		j := &c.next
@@ -329,20 +329,18 @@ func (s *Store) saveRound(ctx context.Context, calls []*saveCall) error {
 	if err != nil {
 		return err
 	}
-	saved, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return err
-	}
 	byID := make(map[string]*saveCall, n)
 	for _, c := range calls {
 		byID[c.next.ID] = c
 	}
-	for _, id := range saved {
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
 		if c := byID[id]; c != nil {
 			c.saved = true
 		}
-	}
-	return nil
+		return nil
+	})
+	return err
 }
 
 // Complete implements store.Store. The result and artifacts too large for a

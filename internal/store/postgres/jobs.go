@@ -291,12 +291,12 @@ func (s *Store) insertRows(ctx context.Context, rows []newRow) ([]store.Inserted
 	at := now()
 	n := len(rows)
 	var (
-		ids, queues, owners, digests, types, names = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		ids, queues, owners, digests, types, names = make(refs[string], n), make(refs[string], n), make(refs[string], n), make(refs[string], n), make(refs[string], n), make(refs[string], n)
 		keys, labels, blobs, hookURLs, hookEvents  = make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n), make(refs[pgtype.Text], n)
-		priorities, maxAttempts, maxQueued         = make([]int32, n), make([]int32, n), make([]int32, n)
-		runAts                                     = make([]time.Time, n)
-		timeouts, sizes                            = make([]int64, n), make([]int64, n)
-		uniques                                    = make([]bool, n)
+		priorities, maxAttempts, maxQueued         = make(refs[int32], n), make(refs[int32], n), make(refs[int32], n)
+		runAts                                     = make(refs[time.Time], n)
+		timeouts, sizes                            = make(refs[int64], n), make(refs[int64], n)
+		uniques                                    = make(refs[bool], n)
 		datas                                      = make(refs[[]byte], n)
 	)
 	for i := range rows {
