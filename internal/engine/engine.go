@@ -467,9 +467,8 @@ func (e *Engine) interrupt(id string, cause error) {
 }
 
 // unbuffer drops a job claimed ahead and not started from its runner's
-// buffer: it was canceled or deleted through this node. (One changed
-// through another node is left: it waits a few milliseconds at most, and
-// its handler's outcome is then refused by the store.)
+// buffer: it was canceled or deleted through this node. (Through another
+// node, see stopLost.)
 func (e *Engine) unbuffer(id string) {
 	e.mu.Lock()
 	runners := make([]*runner, 0, len(e.queues))
@@ -478,14 +477,9 @@ func (e *Engine) unbuffer(id string) {
 	}
 	e.mu.Unlock()
 	for _, r := range runners {
-		r.mu.Lock()
-		for i, j := range r.buffer {
-			if j.ID == id {
-				r.buffer = append(r.buffer[:i], r.buffer[i+1:]...)
-				break
-			}
+		if r.unbuffer(id, 0) {
+			return
 		}
-		r.mu.Unlock()
 	}
 }
 

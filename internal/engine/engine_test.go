@@ -634,7 +634,11 @@ func TestLeaseLossStopsHandlers(t *testing.T) {
 // which the engine claims ahead: they are running in the store, their
 // handlers not started.
 func prefetched(t *testing.T, opts engine.Options) (st store.Store, e *engine.Engine, ahead []string, started *atomic.Int32, gate chan struct{}) {
-	st = openStore(t, t.TempDir())
+	return prefetchedOn(t, openStore(t, t.TempDir()), opts)
+}
+
+// prefetchedOn is prefetched on a given store.
+func prefetchedOn(t *testing.T, st store.Store, opts engine.Options) (_ store.Store, e *engine.Engine, ahead []string, started *atomic.Int32, gate chan struct{}) {
 	gate, blocked := make(chan struct{}), make(chan struct{})
 	started = new(atomic.Int32)
 	e = start(t, st, opts, engine.Queue{Name: "q", Concurrency: 1, MaxAttempts: 3,
@@ -753,6 +757,50 @@ func TestPrefetchCanceled(t *testing.T) {
 	}
 	if n := started.Load(); n != 2+4 {
 		t.Fatalf("%d handlers started, want 6: the canceled job must not run", n)
+	}
+}
+
+// notifying is a store whose watcher hears what the test tells it, as a
+// node hears the changes other nodes make to a shared store.
+type notifying struct {
+	store.Store
+	watchers chan func(store.Notice)
+}
+
+func (s notifying) Watch(ctx context.Context, fn func(store.Notice)) error {
+	s.watchers <- fn
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A job claimed ahead and canceled through another node leaves the buffer
+// when the change is heard, and never starts; a late notice of an older
+// change of another job claimed ahead leaves that one be.
+func TestPrefetchCanceledElsewhere(t *testing.T) {
+	ns := notifying{Store: openStore(t, t.TempDir()), watchers: make(chan func(store.Notice), 1)}
+	_, e, ahead, started, gate := prefetchedOn(t, ns, engine.Options{})
+	notify := <-ns.watchers
+	ctx := context.Background()
+	canceled, err := ns.Store.Cancel(ctx, ahead[0], time.Hour) // as another node would
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ns.Store.Get(ctx, ahead[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	notify(store.Notice{Changes: []store.Change{
+		{JobID: canceled.ID, Queue: canceled.Queue, Version: canceled.Version, State: job.Canceled},
+		{JobID: other.ID, Queue: other.Queue, Version: other.Version - 1, State: job.Canceled},
+	}})
+	close(gate)
+	for _, id := range ahead[1:] {
+		if j := wait(t, e, id); j.State != job.Succeeded {
+			t.Errorf("job %s: %s, want succeeded", id, j.State)
+		}
+	}
+	if n := started.Load(); n != 2+4 {
+		t.Fatalf("%d handlers started, want 6: the job canceled elsewhere must not run", n)
 	}
 }
 

@@ -276,6 +276,24 @@ func (r *runner) release() {
 	r.giveBack(jobs, job.Error{Message: "claimed ahead and not started before shutdown", Code: job.CodeShutdown})
 }
 
+// unbuffer drops job id from the buffer, if it waits there at a version
+// below newer (0: at any version), and reports whether it did. The job is
+// no longer this node's to run: canceled or deleted.
+func (r *runner) unbuffer(id string, newer int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, j := range r.buffer {
+		if j.ID == id {
+			if newer > 0 && j.Version >= newer {
+				return false
+			}
+			r.buffer = append(r.buffer[:i], r.buffer[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 // giveBack releases jobs claimed ahead, which never started, to their queue.
 func (r *runner) giveBack(jobs []*job.Job, why job.Error) {
 	ctx := context.WithoutCancel(r.e.loops)

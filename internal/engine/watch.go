@@ -73,10 +73,18 @@ func (e *Engine) noticed(ctx context.Context, n store.Notice) {
 // changed after this node claimed it: only the lease holder writes to a
 // running job, so any newer change by someone else means the job was
 // canceled, deleted or taken back. An older change, delivered late, says
-// nothing about the current attempt.
+// nothing about the current attempt. A job canceled or deleted elsewhere
+// while it waits here, claimed ahead, leaves the buffer; only those two
+// kinds of change are looked up there, so that the changes a busy cluster
+// makes all the time cost no search.
 func (e *Engine) stopLost(c store.Change) {
 	v, ok := e.running.Load(c.JobID)
 	if !ok {
+		if c.Deleted || c.State == job.Canceled {
+			if r := e.runner(c.Queue); r != nil {
+				r.unbuffer(c.JobID, c.Version)
+			}
+		}
 		return
 	}
 	t := v.(*Task)
