@@ -88,8 +88,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv.RegisterOnShutdown(handler.Drain)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("docket running", "url", "http://"+ln.Addr().String(), "data_dir", cfg.DataDir, "store", redactURL(cfg.Store),
-		"sqlite_sync", cfg.SQLiteSync, "queues", strings.Join(n.d.Engine().Queues(), ","), "runs", strings.Join(n.run, ","))
+	attrs := []any{"url", "http://" + ln.Addr().String(), "data_dir", cfg.DataDir, "store", redactURL(cfg.Store)}
+	if cfg.Store == "sqlite" {
+		attrs = append(attrs, "sqlite_sync", cfg.SQLiteSync)
+	}
+	log.Info("docket running", append(attrs, "queues", strings.Join(n.d.Engine().Queues(), ","), "runs", strings.Join(n.run, ","))...)
 	if len(cfg.Tokens) == 0 {
 		log.Warn("open mode: no tokens configured, every caller is an admin; serving on a loopback address only")
 	}
