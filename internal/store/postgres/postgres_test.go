@@ -230,6 +230,33 @@ ready:
 	if c, _ := wb.until("insert with a long queue name", j.ID, 1); c.Queue != "" || c.Owner != "" || c.State != job.Queued {
 		t.Errorf("long names: change %+v, want queue and owner left out", c)
 	}
+	// One such job in a batch: the others keep their names.
+	mixed := make([]store.NewJob, 50)
+	for i := range mixed {
+		mixed[i] = newJob("mixed")
+	}
+	mixed[20] = newJob(long)
+	want = map[string]bool{}
+	var longID string
+	for i, j := range insert(t, a, mixed...) {
+		want[j.ID] = true
+		if i == 20 {
+			longID = j.ID
+		}
+	}
+	for len(want) > 0 {
+		n := wb.next(fmt.Sprintf("mixed batch, %d changes left", len(want)))
+		for _, c := range n.Changes {
+			wantQueue := "mixed"
+			if c.JobID == longID {
+				wantQueue = ""
+			}
+			if c.Queue != wantQueue || c.State != job.Queued {
+				t.Fatalf("mixed batch change %+v, want queue %q", c, wantQueue)
+			}
+			delete(want, c.JobID)
+		}
+	}
 
 	// After a quiet while, during which b checked its connection, changes
 	// still come.
