@@ -463,13 +463,13 @@ func (e *Engine) interrupt(id string, cause error) {
 		t.(*Task).cancel(cause)
 		return
 	}
-	e.unbuffer(id)
+	e.unbuffer(id, 0)
 }
 
-// unbuffer drops a job claimed ahead and not started from its runner's
-// buffer: it was canceled or deleted through this node. (Through another
-// node, see stopLost.)
-func (e *Engine) unbuffer(id string) {
+// unbuffer drops a job claimed ahead and not started from whichever
+// runner's buffer holds it at a version below newer (0: any): it was
+// canceled or deleted, through this node or another (see stopLost).
+func (e *Engine) unbuffer(id string, newer int64) {
 	e.mu.Lock()
 	runners := make([]*runner, 0, len(e.queues))
 	for _, r := range e.queues {
@@ -477,7 +477,7 @@ func (e *Engine) unbuffer(id string) {
 	}
 	e.mu.Unlock()
 	for _, r := range runners {
-		if r.unbuffer(id, 0) {
+		if r.unbuffer(id, newer) {
 			return
 		}
 	}

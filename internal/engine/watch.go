@@ -81,8 +81,12 @@ func (e *Engine) stopLost(c store.Change) {
 	v, ok := e.running.Load(c.JobID)
 	if !ok {
 		if c.Deleted || c.State == job.Canceled {
+			// A change too large for a notification comes without its
+			// queue: every buffer is looked at then.
 			if r := e.runner(c.Queue); r != nil {
 				r.unbuffer(c.JobID, c.Version)
+			} else if c.Queue == "" {
+				e.unbuffer(c.JobID, c.Version)
 			}
 		}
 		return
